@@ -1,0 +1,125 @@
+"""The exceptions trio_dxlink raises.
+
+Every exception the library raises on purpose derives from :class:`DXLinkError`::
+
+    DXLinkError
+    ├── ProtocolError                 the DXLink conversation went wrong
+    │   ├── LocalProtocolError        this program misused the API (a bug on our side of the wire)
+    │   └── RemoteProtocolError       the server sent something the protocol does not allow
+    ├── ServerError                   the server sent an ERROR message (code + message kept)
+    │   └── ChannelError              ... about one channel only; delivered to that channel's handles
+    ├── ConnectionClosedError         the connection ended (socket closed, dead link, gave up)
+    │   ├── KeepaliveTimeoutError     the peer was silent longer than the keepalive timeout
+    │   └── GaveUpError               reconnecting stopped; ``__cause__`` is the last failure
+    ├── AuthenticationError           the token was rejected (or none could be obtained)
+    ├── SubscriptionError             a subscription handle cannot go on
+    │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
+    │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
+    └── MessageTooBigError            a message exceeded the agreed size (close code 1009)
+
+Foreign errors (trio-websocket's, orjson's, cattrs') are translated into these at one boundary
+and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ChannelError",
+    "ConnectionClosedError",
+    "DXLinkError",
+    "GaveUpError",
+    "KeepaliveTimeoutError",
+    "LocalProtocolError",
+    "MessageTooBigError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ServerError",
+    "SlowConsumerError",
+    "SubscriptionClosedError",
+    "SubscriptionError",
+]
+
+
+class DXLinkError(Exception):
+    """Base class of every error trio_dxlink raises on purpose."""
+
+
+class ProtocolError(DXLinkError):
+    """The DXLink conversation broke the protocol's rules."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side misused the protocol API (for example, subscribing before authorization).
+
+    Seeing one means a bug in the calling code or in trio_dxlink itself.
+    """
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow (malformed JSON, a ragged row...)."""
+
+
+class ServerError(DXLinkError):
+    """The server sent an ``ERROR`` message.
+
+    Attributes:
+        code: the protocol error code (``"TIMEOUT"``, ``"UNAUTHORIZED"``, ``"BAD_ACTION"``, ...).
+        message: the server's free-text explanation.
+        channel: the channel the error was about (0 for the whole connection).
+    """
+
+    def __init__(self, code: str, message: str, channel: int = 0) -> None:
+        super().__init__(f"server error {code} on channel {channel}: {message}")
+        self.code = code
+        self.message = message
+        self.channel = channel
+
+
+class ChannelError(ServerError):
+    """The server failed or closed one FEED channel; only that channel's subscriptions see it."""
+
+
+class ConnectionClosedError(DXLinkError):
+    """The connection to the DXLink server ended.
+
+    Attributes:
+        code: the WebSocket close code, when one was received.
+        reason: the close reason, when one was received.
+    """
+
+    def __init__(self, message: str, code: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class KeepaliveTimeoutError(ConnectionClosedError):
+    """Nothing arrived from the peer within the keepalive timeout: the link is dead."""
+
+
+class GaveUpError(ConnectionClosedError):
+    """Reconnecting stopped (attempts or deadline exhausted); ``__cause__`` is the last failure."""
+
+
+class AuthenticationError(DXLinkError):
+    """The server rejected the token, or the session could not supply one."""
+
+
+class SubscriptionError(DXLinkError):
+    """A subscription handle cannot deliver any more events."""
+
+
+class SlowConsumerError(SubscriptionError):
+    """A lossless subscription's bounded buffer was full when new events arrived.
+
+    Only the slow handle fails; the connection and every other handle keep going.
+    """
+
+
+class SubscriptionClosedError(SubscriptionError):
+    """A subscription handle was used after its ``async with`` block ended."""
+
+
+class MessageTooBigError(DXLinkError):
+    """A message exceeded the size the peer accepts (WebSocket close code 1009)."""
