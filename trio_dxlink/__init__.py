@@ -1,1 +1,144 @@
-"""trio_dxlink: a trio-native client for dxFeed's DXLink market-data protocol."""
+"""trio_dxlink: a trio-native client for dxFeed's DXLink WebSocket market-data protocol.
+
+Quick start::
+
+    import trio
+    from trio_dxlink import open_dxlink, Quote
+
+    async def main():
+        async with open_dxlink("wss://example/dxlink", token="...") as feed:
+            async with feed.subscribe(Quote, ["SPY", "AAPL"]) as rx:
+                async for quote in rx:
+                    print(quote.event_symbol, quote.bid_price, quote.ask_price)
+
+    trio.run(main)
+"""
+
+from ._candle import (
+    CandleAlignment,
+    CandlePeriod,
+    CandlePrice,
+    CandleSession,
+    CandleSymbol,
+    CandleType,
+    normalize_candle_symbol,
+)
+from ._client import (
+    NO_RECONNECT,
+    DXLinkFeed,
+    FeedState,
+    FeedStatistics,
+    QuoteToken,
+    QuoteTokenSource,
+    ReconnectPolicy,
+    open_dxlink,
+)
+from ._exceptions import (
+    AuthenticationError,
+    ChannelError,
+    ConnectError,
+    ConnectionClosedError,
+    DXLinkError,
+    GaveUpError,
+    KeepaliveTimeoutError,
+    LocalProtocolError,
+    MessageTooBigError,
+    ProtocolError,
+    RemoteProtocolError,
+    ServerError,
+    SlowConsumerError,
+    SubscriptionClosedError,
+    SubscriptionError,
+)
+from ._subscription import Overflow, Subscription, SubscriptionStatistics
+from ._transport import Connector, Transport, websocket_connector
+from .events import (
+    EVENT_TYPES,
+    AnalyticOrder,
+    Candle,
+    Event,
+    EventFlag,
+    Greeks,
+    IndexedEvent,
+    OptionSale,
+    Order,
+    Profile,
+    Quote,
+    Series,
+    SpreadOrder,
+    Summary,
+    TheoPrice,
+    TimeAndSale,
+    TimeSeriesEvent,
+    Trade,
+    TradeETH,
+    Underlying,
+    event_class,
+    sequence_from_index,
+    time_from_index,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_TYPES",
+    "NO_RECONNECT",
+    "AnalyticOrder",
+    "AuthenticationError",
+    "Candle",
+    "CandleAlignment",
+    "CandlePeriod",
+    "CandlePrice",
+    "CandleSession",
+    "CandleSymbol",
+    "CandleType",
+    "ChannelError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "Connector",
+    "DXLinkError",
+    "DXLinkFeed",
+    "Event",
+    "EventFlag",
+    "FeedState",
+    "FeedStatistics",
+    "GaveUpError",
+    "Greeks",
+    "IndexedEvent",
+    "KeepaliveTimeoutError",
+    "LocalProtocolError",
+    "MessageTooBigError",
+    "OptionSale",
+    "Order",
+    "Overflow",
+    "Profile",
+    "ProtocolError",
+    "Quote",
+    "QuoteToken",
+    "QuoteTokenSource",
+    "ReconnectPolicy",
+    "RemoteProtocolError",
+    "Series",
+    "ServerError",
+    "SlowConsumerError",
+    "SpreadOrder",
+    "Subscription",
+    "SubscriptionClosedError",
+    "SubscriptionError",
+    "SubscriptionStatistics",
+    "Summary",
+    "TheoPrice",
+    "TimeAndSale",
+    "TimeSeriesEvent",
+    "Trade",
+    "TradeETH",
+    "Transport",
+    "Underlying",
+    "__version__",
+    "event_class",
+    "normalize_candle_symbol",
+    "open_dxlink",
+    "sequence_from_index",
+    "time_from_index",
+    "websocket_connector",
+]

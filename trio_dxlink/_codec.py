@@ -27,7 +27,6 @@ type, field and value.
 from __future__ import annotations
 
 import enum
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -76,11 +75,16 @@ _ANNOTATION_KINDS = {
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-@functools.cache
+_KINDS: dict[type[Event], dict[str, Kind]] = {}
+
+
 def field_kinds(cls: type[Event]) -> dict[str, Kind]:
     """The wire kind of each field of an event class, in declaration order."""
-    kinds = {}
-    for f in attrs.fields(cls):
+    cached = _KINDS.get(cls)
+    if cached is not None:
+        return cached
+    kinds = _KINDS[cls] = {}
+    for f in attrs.fields(cls):  # type: ignore[arg-type]
         annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
         kinds[f.name] = _ANNOTATION_KINDS[str(annotation)]
     return kinds
@@ -97,7 +101,7 @@ def to_double(value: Any) -> float:
     """Convert a dxLink JSONDouble to a float."""
     cls = value.__class__
     if cls is float:
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return,unused-ignore]
     if cls is int:
         return float(value)
     if cls is str:
@@ -114,7 +118,7 @@ def to_long(value: Any) -> int:
     """Convert a dxLink integer to an int."""
     cls = value.__class__
     if cls is int:
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return,unused-ignore]
     if cls is float and value.is_integer():
         return int(value)
     raise _bad("integer", value)
@@ -123,21 +127,21 @@ def to_long(value: Any) -> int:
 def to_string(value: Any) -> str | None:
     """Check a dxLink string (``null`` allowed)."""
     if value is None or value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return,unused-ignore]
     raise _bad("string or null", value)
 
 
 def to_bool(value: Any) -> bool:
     """Check a dxLink boolean."""
     if value.__class__ is bool:
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return,unused-ignore]
     raise _bad("boolean", value)
 
 
 def to_symbol(value: Any) -> str:
     """Check an event symbol (a non-null string)."""
     if value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return,unused-ignore]
     raise _bad("symbol string", value)
 
 
@@ -159,8 +163,7 @@ _INLINE_CHECK = {
 
 
 def _default(cls: type[Event], name: str) -> Any:
-    default = attrs.fields_dict(cls)[name].default
-    return default
+    return attrs.fields_dict(cls)[name].default  # type: ignore[arg-type]
 
 
 # --- FULL: the cattrs converter ---
@@ -189,7 +192,7 @@ def _optional_str(value: Any, _: type) -> str | None:
     return to_string(value)
 
 
-converter.register_structure_hook(str | None, _optional_str)  # type: ignore[arg-type]
+converter.register_structure_hook(str | None, _optional_str)
 
 
 def _symbol(value: Any, _: type) -> str:
@@ -202,7 +205,10 @@ converter.register_structure_hook(str, _symbol)
 def _make_full_hook(cls: type[Event]) -> Callable[[Any, type], Event]:
     renames = {name: override(rename=wire) for name, wire in cls.WIRE_NAMES.items()}
     fn: Callable[[Any, type], Event] = make_dict_structure_fn(
-        cls, converter, _cattrs_detailed_validation=False, **renames
+        cls,
+        converter,
+        _cattrs_detailed_validation=False,
+        **renames,  # type: ignore[arg-type]
     )
     return fn
 
@@ -255,13 +261,26 @@ def _twin_for(cls: type[Event]) -> type:
     ``cls``: it compares, hashes, pickles and refuses mutation like any other.
     """
     (storage,) = cls.__bases__
-    if storage.__dict__.get("__slots__") != tuple(attrs.fields_dict(cls)):
+    if storage.__dict__.get("__slots__") != tuple(attrs.fields_dict(cls)):  # type: ignore[arg-type]
         raise TypeError(f"{cls.__name__} was not built by trio_dxlink.events._event")
     return storage
 
 
-@functools.lru_cache(maxsize=1024)
+_DECODERS: dict[tuple[type[Event], tuple[str, ...]], RowDecoder] = {}
+
+
 def compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
+    """The COMPACT decoder for ``cls`` rows laid out as ``layout``, compiled once and cached."""
+    key = (cls, layout)
+    decoder = _DECODERS.get(key)
+    if decoder is None:
+        if len(_DECODERS) >= 4096:
+            _DECODERS.clear()
+        decoder = _DECODERS[key] = _compile_row_decoder(cls, layout)
+    return decoder
+
+
+def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
     """Compile the COMPACT decoder for ``cls`` rows laid out as ``layout`` (dxLink names).
 
     Wire fields the class does not know (``eventType`` included) are skipped; class fields the
@@ -281,6 +300,7 @@ def compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder
         "_Cls": cls,
         "_RemoteProtocolError": RemoteProtocolError,
         "_to_symbol": to_symbol,
+        "_layout_text": ", ".join(layout),
     }
     for kind, fn in _CONVERT.items():
         ns[f"_to_{kind.value}"] = fn
@@ -315,7 +335,7 @@ def compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder
             f"    if len(values) % {width}:",
             "        raise _RemoteProtocolError(",
             f"            '{cls.EVENT_TYPE} values: ' + str(len(values)) +",
-            f"            ' is not a multiple of the {width} fields ' + {list(layout)!r}.__repr__()",
+            f"            ' values is not a multiple of the {width} fields ' + _layout_text",
             "        )",
             "    out = []",
             "    append = out.append",
@@ -350,7 +370,7 @@ def encode_compact(events: Sequence[Event], layout: Sequence[str]) -> list[Any]:
     out: list[Any] = []
     append = out.append
     for event in events:
-        for wire, name in zip(layout, getters):
+        for wire, name in zip(layout, getters, strict=True):
             if name is not None:
                 append(_wire_value(getattr(event, name)))
             else:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -444,6 +444,11 @@ class ClientConnection:
         return out
 
     @property
+    def wants_to_send(self) -> bool:
+        """Whether frames are waiting in the outbox."""
+        return bool(self._outbox)
+
+    @property
     def keepalive_interval(self) -> float:
         """The longest this side stays silent: the configured interval, at most half the
         server's keepalive timeout."""
@@ -536,7 +541,9 @@ class ClientConnection:
         if handler is None:
             if isinstance(message, m.UnknownMessage):
                 self.statistics.unknown_messages += 1
-                log.warning("skipping unknown %s message on channel %d", message.type, message.channel)
+                log.warning(
+                    "skipping unknown %s message on channel %d", message.type, message.channel
+                )
                 return []
             raise RemoteProtocolError(
                 f"unexpected {type(message).__name__} message in state {self.state.value}"
@@ -587,9 +594,7 @@ class ClientConnection:
         if channel.requested_fields:
             self._feed_setup(channel, sorted(channel.requested_fields))
         if channel.subscriptions:
-            self._send_subscription(
-                channel, add=list(channel.subscriptions.values()), reset=True
-            )
+            self._send_subscription(channel, add=list(channel.subscriptions.values()), reset=True)
         return [ChannelOpened(message.channel, message.parameters)]
 
     def _on_channel_closed(self, message: m.ChannelClosed) -> list[ConnectionEvent]:
@@ -707,7 +712,9 @@ class ClientConnection:
 
 _S = ConnectionState
 # The transition table: (state, message class) -> handler. A missing entry is a protocol error.
-_HANDLERS: dict[tuple[ConnectionState, type], Any] = {}
+_HANDLERS: dict[
+    tuple[ConnectionState, type], Callable[[ClientConnection, Any], list[ConnectionEvent]]
+] = {}
 for _state in (_S.SETUP, _S.AUTHENTICATING, _S.AUTHORIZED):
     _HANDLERS[_state, m.Setup] = ClientConnection._on_setup
     _HANDLERS[_state, m.Keepalive] = ClientConnection._on_keepalive

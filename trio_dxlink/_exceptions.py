@@ -7,15 +7,16 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   ├── LocalProtocolError        this program misused the API (a bug on our side of the wire)
     │   └── RemoteProtocolError       the server sent something the protocol does not allow
     ├── ServerError                   the server sent an ERROR message (code + message kept)
-    │   └── ChannelError              ... about one channel only; delivered to that channel's handles
+    │   └── ChannelError              ... about one channel only (only its handles see it)
     ├── ConnectionClosedError         the connection ended (socket closed, dead link, gave up)
+    │   ├── ConnectError              the server could not be reached or refused the upgrade
     │   ├── KeepaliveTimeoutError     the peer was silent longer than the keepalive timeout
+    │   ├── MessageTooBigError        a message exceeded the agreed size (close code 1009)
     │   └── GaveUpError               reconnecting stopped; ``__cause__`` is the last failure
     ├── AuthenticationError           the token was rejected (or none could be obtained)
     ├── SubscriptionError             a subscription handle cannot go on
     │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
-    └── MessageTooBigError            a message exceeded the agreed size (close code 1009)
 
 Foreign errors (trio-websocket's, orjson's, cattrs') are translated into these at one boundary
 and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "ChannelError",
+    "ConnectError",
     "ConnectionClosedError",
     "DXLinkError",
     "GaveUpError",
@@ -121,5 +123,9 @@ class SubscriptionClosedError(SubscriptionError):
     """A subscription handle was used after its ``async with`` block ended."""
 
 
-class MessageTooBigError(DXLinkError):
+class MessageTooBigError(ConnectionClosedError):
     """A message exceeded the size the peer accepts (WebSocket close code 1009)."""
+
+
+class ConnectError(ConnectionClosedError):
+    """The server could not be reached, or it refused the WebSocket upgrade."""

@@ -290,12 +290,20 @@ for _cls in (*_TYPES.values(), SubscriptionEntry):
     _converter.register_structure_hook(
         _cls,
         make_dict_structure_fn(
-            _cls, _converter, _cattrs_detailed_validation=False, **_renames
+            _cls,
+            _converter,
+            _cattrs_detailed_validation=False,
+            **_renames,  # type: ignore[arg-type]
         ),
     )
     _converter.register_unstructure_hook(
         _cls,
-        make_dict_unstructure_fn(_cls, _converter, _cattrs_omit_if_default=False, **_renames),
+        make_dict_unstructure_fn(
+            _cls,
+            _converter,
+            _cattrs_omit_if_default=False,
+            **_renames,  # type: ignore[arg-type]
+        ),
     )
 del _cls, _renames
 
@@ -345,7 +353,7 @@ def parse_json(frame: str | bytes) -> dict[str, Any]:
     channel = obj.get("channel")
     if channel.__class__ is not int or channel < 0:
         raise RemoteProtocolError(f"{kind} message has no valid 'channel': {_clip(frame)}")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def decode(frame: str | bytes) -> Message:
@@ -364,8 +372,10 @@ def from_wire(obj: dict[str, Any]) -> Message:
     if kind == "FEED_DATA":
         data = obj.get("data")
         if data.__class__ is not list:
-            raise RemoteProtocolError(f"FEED_DATA without a 'data' array on channel {obj['channel']}")
-        return FeedData(obj["channel"], data)  # type: ignore[arg-type]
+            raise RemoteProtocolError(
+                f"FEED_DATA without a 'data' array on channel {obj['channel']}"
+            )
+        return FeedData(obj["channel"], data)
     cls = _TYPES.get(kind)
     if cls is None:
         return UnknownMessage(kind, obj["channel"], obj)

@@ -665,7 +665,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 
 for _cls in EVENT_TYPES:
     _cls.EVENT_TYPE = _cls.__name__
-    _cls.WIRE_NAMES = {f.name: _camel(f.name) for f in attrs.fields(_cls)}
+    _cls.WIRE_NAMES = {f.name: _camel(f.name) for f in attrs.fields(_cls)}  # type: ignore[arg-type]
     _REGISTRY[_cls.__name__] = _cls
 del _cls
 

@@ -1,0 +1,365 @@
+"""Subscription handles: each one a bounded buffer with its own overflow policy.
+
+A :class:`Subscription` is what ``feed.subscribe(Quote, ["SPY"])`` returns. Entering it (``async
+with``) attaches it to the feed; leaving it detaches it, and the feed removes the wire
+subscription when no other handle needs it.
+
+Delivery is batched. The connection's reader decodes a whole FEED_DATA message and hands each
+handle its share in one synchronous call (:meth:`Subscription._push`), which never blocks and never
+waits for the consumer. The consumer takes whole batches off the buffer and iterates them locally,
+so ``async for event in rx`` costs no scheduler round-trip per event: it is a cancellation point
+for every event (``trio.lowlevel.checkpoint_if_cancelled``) and a full checkpoint per batch.
+
+Why not a plain trio memory channel? A memory channel either blocks its sender (here: the socket
+reader, which would stall every other subscription and the keepalive) or needs an unbounded
+buffer, and it cannot conflate. Each handle's buffer is therefore its own, always bounded, and its
+:class:`Overflow` policy says what happens when the consumer falls behind:
+
+* ``LOSSLESS`` keeps every event up to ``max_buffer``; one more and this handle fails with
+  :class:`~trio_dxlink.SlowConsumerError` (after the consumer has drained what was buffered);
+  nothing else is affected.
+* ``LATEST`` keeps only the newest event per symbol (conflation): a slow consumer sees current
+  values and nothing stale. The default for quote-like (non-indexed) events.
+* ``DROP_OLDEST`` keeps the newest ``max_buffer`` events.
+
+Every handle counts what it received, delivered, dropped and conflated (:meth:`statistics`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import attrs
+import trio
+
+from ._exceptions import SlowConsumerError, SubscriptionClosedError
+from .events import Event, IndexedEvent
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._client import DXLinkFeed
+
+__all__ = ["Overflow", "Subscription", "SubscriptionStatistics"]
+
+E = TypeVar("E", bound=Event)
+
+DEFAULT_MAX_BUFFER = 100_000
+
+
+class Overflow(enum.Enum):
+    """What a subscription does when its consumer falls behind."""
+
+    LOSSLESS = "lossless"
+    """Keep everything up to ``max_buffer``; beyond that, fail this handle (SlowConsumerError)."""
+    LATEST = "latest"
+    """Keep only the newest event per symbol (conflation)."""
+    DROP_OLDEST = "drop_oldest"
+    """Keep the newest ``max_buffer`` events, dropping the oldest."""
+
+
+@attrs.frozen
+class SubscriptionStatistics:
+    """Counters of one subscription handle.
+
+    Attributes:
+        received: events routed to this handle.
+        delivered: events handed to the consumer.
+        buffered: events waiting in the buffer now.
+        dropped: events discarded (DROP_OLDEST overflow, or refused once a LOSSLESS buffer
+            overflowed).
+        conflated: events replaced by a newer one for the same symbol (LATEST).
+        gaps: times the connection was lost while this handle was attached, so data may be
+            missing between two events.
+    """
+
+    received: int
+    delivered: int
+    buffered: int
+    dropped: int
+    conflated: int
+    gaps: int
+
+
+class Subscription(Generic[E]):
+    """A scoped subscription to one event type for a set of symbols.
+
+    Create it with :meth:`DXLinkFeed.subscribe`; use it as ``async with feed.subscribe(...) as
+    rx``, then ``async for event in rx``. Symbols can be added and removed while iterating.
+    """
+
+    def __init__(
+        self,
+        feed: DXLinkFeed,
+        event_type: type[E],
+        symbols: Iterable[str],
+        *,
+        from_time: int | None,
+        source: str | None,
+        overflow: Overflow | None,
+        max_buffer: int,
+    ) -> None:
+        if max_buffer < 1:
+            raise ValueError("max_buffer must be at least 1")
+        if overflow is None:
+            overflow = (
+                Overflow.LOSSLESS if issubclass(event_type, IndexedEvent) else Overflow.LATEST
+            )
+        self._feed = feed
+        self.event_type = event_type
+        self.from_time = from_time
+        self.source = source
+        self.overflow = overflow
+        self.max_buffer = max_buffer
+        self._symbols: dict[str, None] = dict.fromkeys(_check_symbols(symbols))
+        self._attached = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        # consumer side: the batch being iterated
+        self._ready: list[E] = []
+        self._pos = 0
+        # producer side, by policy
+        self._batches: deque[list[E]] = deque()
+        self._count = 0
+        self._ring: deque[E] = deque(maxlen=max_buffer)
+        self._latest: dict[str, E] = {}
+        # counters
+        self._received = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._conflated = 0
+        self._gaps = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._attached else "new")
+        return (
+            f"<Subscription {self.event_type.__name__} {len(self._symbols)} symbols"
+            f" {self.overflow.value} {state}>"
+        )
+
+    # --- scope ---
+
+    async def __aenter__(self) -> Self:
+        if self._attached or self._closed:
+            raise SubscriptionClosedError("a subscription can be entered only once")
+        self._feed._attach(self)
+        self._attached = True
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Detach from the feed (unsubscribing what no other handle needs). Idempotent."""
+        if self._attached:
+            self._attached = False
+            self._feed._detach(self)
+        if not self._closed:
+            self._closed = True
+            self._lot.unpark_all()
+
+    # --- symbols ---
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        """The symbols this handle is subscribed to."""
+        return frozenset(self._symbols)
+
+    def add(self, symbols: Iterable[str]) -> None:
+        """Subscribe this handle to more symbols (takes effect at once; sent in the background)."""
+        self._require_open()
+        new = [s for s in _check_symbols(symbols) if s not in self._symbols]
+        self._symbols.update(dict.fromkeys(new))
+        if new:
+            self._feed._add_symbols(self, new)
+
+    def remove(self, symbols: Iterable[str]) -> None:
+        """Stop receiving these symbols on this handle (events already buffered stay)."""
+        self._require_open()
+        gone = [s for s in _check_symbols(symbols) if s in self._symbols]
+        for s in gone:
+            del self._symbols[s]
+        if gone:
+            self._feed._remove_symbols(self, gone)
+
+    # --- consuming ---
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> E:
+        pos = self._pos
+        if pos < len(self._ready):
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._pos = pos + 1
+            return self._ready[pos]
+        try:
+            await self._refill()
+        except SubscriptionClosedError:
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
+        self._pos = 1
+        return self._ready[0]
+
+    async def receive(self) -> E:
+        """The next event (waits for one).
+
+        Raises:
+            SubscriptionClosedError: the handle was closed.
+            SlowConsumerError: a LOSSLESS buffer overflowed (after what it held was delivered).
+            ChannelError / ConnectionClosedError: the feed can no longer serve this handle.
+        """
+        pos = self._pos
+        if pos < len(self._ready):
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._pos = pos + 1
+            return self._ready[pos]
+        await self._refill()
+        self._pos = 1
+        return self._ready[0]
+
+    async def receive_batch(self) -> list[E]:
+        """Every event available now, in arrival order (waits until there is at least one)."""
+        if self._pos < len(self._ready):
+            batch = self._ready[self._pos :]
+            self._ready, self._pos = [], 0
+            await trio.lowlevel.checkpoint()
+            return batch
+        await self._refill()
+        batch, self._ready, self._pos = self._ready, [], 0
+        return batch
+
+    async def batches(self) -> AsyncIterator[list[E]]:
+        """Iterate over batches of events until the handle is closed."""
+        while True:
+            try:
+                yield await self.receive_batch()
+            except SubscriptionClosedError:
+                return
+
+    def statistics(self) -> SubscriptionStatistics:
+        """This handle's counters."""
+        return SubscriptionStatistics(
+            received=self._received,
+            delivered=self._delivered,
+            buffered=self._buffered() + len(self._ready) - self._pos,
+            dropped=self._dropped,
+            conflated=self._conflated,
+            gaps=self._gaps,
+        )
+
+    # --- internals: producer side (called by the feed, synchronously) ---
+
+    def _push(self, events: list[E]) -> None:
+        if self._error is not None or self._closed:
+            self._dropped += len(events)
+            return
+        n = len(events)
+        self._received += n
+        policy = self.overflow
+        if policy is Overflow.LATEST:
+            latest = self._latest
+            before = len(latest)
+            for event in events:
+                latest[event.event_symbol] = event
+            added = len(latest) - before
+            self._conflated += n - added
+            while len(latest) > self.max_buffer:
+                del latest[next(iter(latest))]
+                self._dropped += 1
+        elif policy is Overflow.LOSSLESS:
+            if self._count + n > self.max_buffer:
+                self._dropped += n
+                self._fail(
+                    SlowConsumerError(
+                        f"{self.event_type.__name__} subscription fell behind: its buffer of"
+                        f" {self.max_buffer} events was full"
+                    )
+                )
+                return
+            self._batches.append(events)
+            self._count += n
+        else:
+            ring = self._ring
+            overflow = len(ring) + n - self.max_buffer
+            if overflow > 0:
+                self._dropped += overflow
+            ring.extend(events)
+        self._lot.unpark_all()
+
+    def _fail(self, error: BaseException) -> None:
+        """Fail this handle: the consumer gets ``error`` once the buffer is drained."""
+        if self._error is None:
+            self._error = error
+            self._feed._detach_failed(self)
+        self._lot.unpark_all()
+
+    def _mark_gap(self) -> None:
+        self._gaps += 1
+
+    def _buffered(self) -> int:
+        if self.overflow is Overflow.LATEST:
+            return len(self._latest)
+        if self.overflow is Overflow.LOSSLESS:
+            return self._count
+        return len(self._ring)
+
+    def _take(self) -> list[E]:
+        policy = self.overflow
+        if policy is Overflow.LOSSLESS:
+            if not self._batches:
+                return []
+            batch = self._batches.popleft()
+            self._count -= len(batch)
+        elif policy is Overflow.LATEST:
+            if not self._latest:
+                return []
+            batch = list(self._latest.values())
+            self._latest.clear()
+        else:
+            if not self._ring:
+                return []
+            batch = list(self._ring)
+            self._ring.clear()
+        self._delivered += len(batch)
+        return batch
+
+    async def _refill(self) -> None:
+        batch = self._take()
+        if batch:
+            await trio.lowlevel.checkpoint()
+        while not batch:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise SubscriptionClosedError(f"{self.event_type.__name__} subscription is closed")
+            await self._lot.park()
+            batch = self._take()
+        self._ready = batch
+        self._pos = 0
+
+    def _require_open(self) -> None:
+        if self._closed or not self._attached:
+            raise SubscriptionClosedError("the subscription is not open")
+
+
+def _check_symbols(symbols: Iterable[str]) -> list[str]:
+    if isinstance(symbols, str):
+        raise TypeError("symbols must be an iterable of strings, not one string")
+    out = list(symbols)
+    for s in out:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"symbol must be a non-empty string, got {s!r}")
+    return out

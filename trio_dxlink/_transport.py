@@ -1,0 +1,123 @@
+"""The seam between the DXLink client and whatever carries its WebSocket text frames.
+
+The client only needs :class:`Transport`: send a text frame, receive the next one, close. The
+default :func:`websocket_connector` uses trio-websocket, configured deliberately:
+
+* ``max_message_size`` is 64 MiB by default: a FEED_DATA for a whole option chain runs to
+  several MB, and trio-websocket's 1 MiB default would close the connection with 1009;
+* the client's reader drains :meth:`Transport.receive` continuously, so trio-websocket's
+  internal queue never fills and stops its own reader (which would also stop pong/close
+  handling);
+* after any close (including a 1009, where trio-websocket 0.12.2 leaves the TCP socket open)
+  the underlying stream is closed explicitly.
+
+A test or a faster library can supply any other ``Connector``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
+
+import trio
+import trio_websocket
+
+from ._exceptions import ConnectError, ConnectionClosedError, MessageTooBigError
+
+__all__ = ["Connector", "Transport", "websocket_connector"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+class Transport(Protocol):
+    """One open connection that carries DXLink text frames."""
+
+    async def send(self, text: str) -> None:
+        """Send one text frame. Raises :class:`ConnectionClosedError` if the connection ended."""
+
+    async def receive(self) -> str | bytes:
+        """The next frame. Raises :class:`ConnectionClosedError` when the connection ends."""
+
+
+Connector = Callable[[str], AbstractAsyncContextManager[Transport]]
+"""Opens a :class:`Transport` to a URL; leaving the context closes it."""
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosedError:
+    reason = exc.reason
+    code = getattr(reason, "code", None)
+    text = getattr(reason, "reason", None)
+    name = getattr(reason, "name", "")
+    message = f"connection closed (code {code} {name}{': ' + text if text else ''})"
+    if code == 1009:
+        return MessageTooBigError(message, code, text)
+    return ConnectionClosedError(message, code, text)
+
+
+class _WebSocketTransport:
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send_message(text)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+
+def websocket_connector(
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    message_queue_size: int = 16,
+    connect_timeout: float = 30.0,
+    disconnect_timeout: float = 5.0,
+) -> Connector:
+    """A :data:`Connector` over trio-websocket with the given limits."""
+
+    @asynccontextmanager
+    async def connect(url: str) -> AsyncIterator[Transport]:
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(connect_timeout):
+                    ws = await trio_websocket.connect_websocket_url(
+                        nursery,
+                        url,
+                        message_queue_size=message_queue_size,
+                        max_message_size=max_message_size,
+                    )
+            except trio_websocket.ConnectionRejected as exc:
+                raise ConnectError(
+                    f"{_safe(url)} refused the WebSocket upgrade (HTTP {exc.status_code})"
+                ) from exc
+            except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+                raise ConnectError(f"could not connect to {_safe(url)}: {exc}") from exc
+            except ValueError as exc:
+                raise ConnectError(f"bad DXLink URL {_safe(url)}: {exc}") from exc
+            try:
+                yield _WebSocketTransport(ws)
+            finally:
+                with trio.move_on_after(disconnect_timeout) as scope:
+                    scope.shield = True
+                    await ws.aclose()
+                    await _close_stream(ws)
+                nursery.cancel_scope.cancel()
+
+    return connect
+
+
+async def _close_stream(ws: Any) -> None:
+    stream = getattr(ws, "_stream", None)
+    if stream is not None:
+        await stream.aclose()
+
+
+def _safe(url: str) -> str:
+    """The URL without a query string (which could carry credentials)."""
+    return url.split("?", 1)[0]
