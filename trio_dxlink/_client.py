@@ -45,6 +45,7 @@ from ._exceptions import (
 from ._messages import SubscriptionEntry
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
 from ._transport import Connector, Transport, websocket_connector
+from ._util import collapse, unwrap_group
 from .events import Candle, Event
 
 if sys.version_info < (3, 11):
@@ -536,6 +537,12 @@ class DXLinkFeed:
         token = await self._source.get_quote_token()
         if isinstance(token, tuple):
             token = QuoteToken(token[0], token[1])
+        with unwrap_group():
+            await self._connection(token, task_status, connected_at)
+
+    async def _connection(
+        self, token: QuoteToken, task_status: trio.TaskStatus[None], connected_at: list[float]
+    ) -> None:
         async with self._connector(token.url) as transport:
             core = ClientConnection(
                 token.token or None,
@@ -682,30 +689,6 @@ async def _run_tasks(*coros: Any) -> None:
         raise failure[0]
 
 
-def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception to raise for a group from the feed's nursery.
-
-    Cancelled exceptions are left to trio; if exactly one other exception remains it is raised
-    alone (the user's own exception comes out unwrapped); several real errors stay a group.
-    """
-    rest: BaseException | None = group.split(trio.Cancelled)[1]
-    if rest is None:
-        return group
-    leaves = list(_leaves(rest))
-    if len(leaves) == 1:
-        return leaves[0]
-    return rest
-
-
-def _leaves(group: BaseException) -> Iterable[BaseException]:
-    if isinstance(group, BaseExceptionGroup):
-        inner: tuple[BaseException, ...] = group.exceptions
-        for exc in inner:
-            yield from _leaves(exc)
-    else:
-        yield group
-
-
 @asynccontextmanager
 async def open_dxlink(
     target: str | QuoteTokenSource,
@@ -775,6 +758,6 @@ async def open_dxlink(
                 feed._close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _collapse(group) from None
+        raise collapse(group) from None
     finally:
         feed._close()

@@ -317,11 +317,17 @@ def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecode
         var = f"v{i}"
         columns.append(var)
         if name == "event_symbol":
-            checks.append(f"        if {var}.__class__ is not str: {var} = _to_symbol({var})")
+            test, convert = f"{var}.__class__ is not str", "_to_symbol"
         else:
             kind = kinds[name]
-            test = _INLINE_CHECK[kind].format(v=var)
-            checks.append(f"        if {test}: {var} = _to_{kind.value}({var})")
+            test, convert = _INLINE_CHECK[kind].format(v=var), f"_to_{kind.value}"
+        # Slow path only: name the field when the value is of the wrong kind.
+        checks += [
+            f"        if {test}:",
+            f"          try: {var} = {convert}({var})",
+            "          except _RemoteProtocolError as e:",
+            f"            raise _RemoteProtocolError({wire + ': '!r} + str(e)) from None",
+        ]
         stores.append(f"        o.{name} = {var}")
     for name in kinds:
         if name not in seen:

@@ -1,0 +1,256 @@
+"""The ``trio-dxlink`` command line (also ``python -m trio_dxlink``).
+
+``stream TYPE SYMBOL...`` prints events: as a live table in a terminal, or one JSON object per
+line with ``--json`` (and whenever standard output is not a terminal). With no ``--url`` it
+starts the embedded local DXLink server in-process, with a simulated market, and streams from it.
+
+``serve`` runs the local DXLink server until interrupted and prints ``listening on ws://HOST:PORT``
+as its first line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import attrs
+import orjson
+import trio
+
+from ._client import NO_RECONNECT, ReconnectPolicy, open_dxlink
+from ._codec import encode_full
+from ._exceptions import DXLinkError
+from .events import EVENT_TYPES, Event, event_class
+
+__all__ = ["main"]
+
+log = logging.getLogger("trio_dxlink.cli")
+
+
+class UsageError(Exception):
+    """A bad command-line argument (reported in one line, exit status 2)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-dxlink",
+        description="Stream dxFeed DXLink market data, or run a local DXLink server.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stream = sub.add_parser("stream", help="print events for symbols")
+    stream.add_argument("type", help="event type, e.g. Quote, Trade, Greeks, Candle")
+    stream.add_argument("symbols", nargs="+", help="symbols, e.g. SPY AAPL .SPY250117C500")
+    stream.add_argument("--url", help="DXLink URL (default: start the embedded local server)")
+    stream.add_argument("--token", help="DXLink token for --url (or DXLINK_TOKEN in the env)")
+    stream.add_argument("--json", action="store_true", help="one JSON object per event per line")
+    stream.add_argument("--count", type=int, help="stop after this many events")
+    stream.add_argument("--duration", type=float, help="stop after this many seconds")
+    stream.add_argument(
+        "--from-time", type=int, help="history from this epoch-ms time (time-series events)"
+    )
+    stream.add_argument("--seed", type=int, default=0, help="embedded server's market seed")
+    stream.add_argument(
+        "--no-reconnect", action="store_true", help="fail instead of reconnecting"
+    )
+
+    serve = sub.add_parser("serve", help="run the local DXLink server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    serve.add_argument("--token", help="require this token (default: no auth)")
+    serve.add_argument("--seed", type=int, default=0, help="market simulation seed")
+    serve.add_argument(
+        "--update-interval", type=float, default=0.1, help="seconds between market updates"
+    )
+    serve.add_argument(
+        "--keepalive-timeout", type=float, default=60.0, help="server keepalive timeout (s)"
+    )
+    serve.add_argument(
+        "--max-message-size", type=int, default=2**20, help="largest client frame (bytes)"
+    )
+    serve.add_argument(
+        "--reject-tokens", action="store_true", help="fault: reject every token"
+    )
+    serve.add_argument(
+        "--drop-every", type=float, help="fault: drop every connection every N seconds"
+    )
+    return parser
+
+
+def _event_type(name: str) -> type[Event]:
+    try:
+        return event_class(name)
+    except KeyError:
+        for cls in EVENT_TYPES:
+            if cls.__name__.lower() == name.lower():
+                return cls
+        known = ", ".join(c.__name__ for c in EVENT_TYPES)
+        raise UsageError(f"unknown event type {name!r} (known: {known})") from None
+
+
+def _json_line(event: Event) -> bytes:
+    return orjson.dumps(encode_full(event)) + b"\n"
+
+
+class _Table:
+    """A live table, one row per symbol, redrawn in place with ANSI escapes."""
+
+    def __init__(self, out: TextIO, event_type: type[Event]) -> None:
+        self.out = out
+        self.rows: dict[str, Event] = {}
+        names = [f.name for f in attrs.fields(event_type)]  # type: ignore[arg-type]
+        self.columns = [n for n in names if n not in ("event_symbol", "event_time")]
+        self.drawn = 0
+
+    def update(self, event: Event) -> None:
+        self.rows[event.event_symbol] = event
+
+    def draw(self) -> None:
+        width = shutil.get_terminal_size((120, 24)).columns
+        header = ["symbol", *self.columns]
+        lines = [self._row(header, width)]
+        for symbol in sorted(self.rows):
+            event = self.rows[symbol]
+            cells = [symbol, *(_cell(getattr(event, c)) for c in self.columns)]
+            lines.append(self._row(cells, width))
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F")
+        self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+        self.out.flush()
+        self.drawn = len(lines)
+
+    @staticmethod
+    def _row(cells: Sequence[str], width: int) -> str:
+        text = " ".join(f"{cell:>14}" if i else f"{cell:<20}" for i, cell in enumerate(cells))
+        return text[:width]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.6g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+async def _stream(args: argparse.Namespace) -> int:
+    event_type = _event_type(args.type)
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    as_json = args.json or not sys.stdout.isatty()
+    policy = NO_RECONNECT if args.no_reconnect else ReconnectPolicy(give_up_after=120.0)
+    if args.url is None:
+        from .testing import Market, ServerConfig, open_dxlink_server
+
+        config = ServerConfig(simulate=True)
+        async with open_dxlink_server(config=config, market=Market(seed=args.seed)) as server:
+            return await _consume(args, event_type, server.url, None, policy, as_json)
+    if not args.url.startswith(("ws://", "wss://")):
+        raise UsageError(f"--url must be a ws:// or wss:// URL, got {args.url!r}")
+    token = args.token or os.environ.get("DXLINK_TOKEN")
+    return await _consume(args, event_type, args.url, token, policy, as_json)
+
+
+async def _consume(
+    args: argparse.Namespace,
+    event_type: type[Event],
+    url: str,
+    token: str | None,
+    policy: ReconnectPolicy,
+    as_json: bool,
+) -> int:
+    seen = 0
+    out = sys.stdout
+    table = None if as_json else _Table(out, event_type)
+    with trio.move_on_after(args.duration if args.duration is not None else math.inf):
+        async with open_dxlink(url, token, reconnect=policy) as feed:
+            async with feed.subscribe(event_type, args.symbols, from_time=args.from_time) as rx:
+                next_draw = 0.0
+                async for batch in rx.batches():
+                    for event in batch:
+                        if table is None:
+                            out.buffer.write(_json_line(event))
+                        else:
+                            table.update(event)
+                        seen += 1
+                        if args.count is not None and seen >= args.count:
+                            break
+                    if table is not None and trio.current_time() >= next_draw:
+                        table.draw()
+                        next_draw = trio.current_time() + 0.25
+                    else:
+                        out.flush()
+                    if args.count is not None and seen >= args.count:
+                        break
+    if table is not None:
+        table.draw()
+    out.flush()
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .testing import Market, ServerConfig, serve_dxlink
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535, got {args.port}")
+    config = ServerConfig(
+        token=args.token,
+        simulate=True,
+        update_interval=args.update_interval,
+        keepalive_timeout=args.keepalive_timeout,
+        max_message_size=args.max_message_size,
+    )
+    async with trio.open_nursery() as nursery:
+        try:
+            server = await nursery.start(
+                lambda task_status: serve_dxlink(
+                    host=args.host,
+                    port=args.port,
+                    config=config,
+                    market=Market(seed=args.seed),
+                    task_status=task_status,
+                )
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+        print(f"listening on {server.url}", flush=True)
+        if args.reject_tokens:
+            server.reject_all_tokens = True
+        if args.drop_every:
+            while True:
+                await trio.sleep(args.drop_every)
+                server.drop_all()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    run = _stream if args.command == "stream" else _serve
+    try:
+        return trio.run(run, args)
+    except UsageError as exc:
+        print(f"trio-dxlink: error: {exc}", file=sys.stderr)
+        return 2
+    except DXLinkError as exc:
+        print(f"trio-dxlink: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
