@@ -172,25 +172,27 @@ async def _consume(
     out = sys.stdout
     table = None if as_json else _Table(out, event_type)
     with trio.move_on_after(args.duration if args.duration is not None else math.inf):
-        async with open_dxlink(url, token, reconnect=policy) as feed:
-            async with feed.subscribe(event_type, args.symbols, from_time=args.from_time) as rx:
-                next_draw = 0.0
-                async for batch in rx.batches():
-                    for event in batch:
-                        if table is None:
-                            out.buffer.write(_json_line(event))
-                        else:
-                            table.update(event)
-                        seen += 1
-                        if args.count is not None and seen >= args.count:
-                            break
-                    if table is not None and trio.current_time() >= next_draw:
-                        table.draw()
-                        next_draw = trio.current_time() + 0.25
+        async with (
+            open_dxlink(url, token, reconnect=policy) as feed,
+            feed.subscribe(event_type, args.symbols, from_time=args.from_time) as rx,
+        ):
+            next_draw = 0.0
+            async for batch in rx.batches():
+                for event in batch:
+                    if table is None:
+                        out.buffer.write(_json_line(event))
                     else:
-                        out.flush()
+                        table.update(event)
+                    seen += 1
                     if args.count is not None and seen >= args.count:
                         break
+                if table is not None and trio.current_time() >= next_draw:
+                    table.draw()
+                    next_draw = trio.current_time() + 0.25
+                else:
+                    out.flush()
+                if args.count is not None and seen >= args.count:
+                    break
     if table is not None:
         table.draw()
     out.flush()

@@ -278,6 +278,7 @@ class DXLinkFeed:
         source: str | None = None,
         overflow: Overflow | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        notify_gaps: bool = False,
     ) -> Subscription[E]:
         """A subscription handle for ``event_type`` events of ``symbols``; enter it to start.
 
@@ -290,6 +291,8 @@ class DXLinkFeed:
             overflow: what to do when the consumer falls behind; default ``LATEST`` for
                 non-indexed events and ``LOSSLESS`` for indexed ones.
             max_buffer: the bound on buffered events (LATEST: on distinct symbols).
+            notify_gaps: raise :class:`~trio_dxlink.DataGapError` from the handle, once, where
+                a lost connection may have left a gap in its events (it can be read on after).
         """
         if not (isinstance(event_type, type) and issubclass(event_type, Event)):
             raise TypeError(f"event_type must be an event class, got {event_type!r}")
@@ -303,6 +306,7 @@ class DXLinkFeed:
             source=source,
             overflow=overflow,
             max_buffer=max_buffer,
+            notify_gaps=notify_gaps,
         )
 
     async def get_event(self, event_type: type[E], symbol: str) -> E:

@@ -16,6 +16,7 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     ├── AuthenticationError           the token was rejected (or none could be obtained)
     ├── SubscriptionError             a subscription handle cannot go on
     │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
+    │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
 
 Foreign errors (trio-websocket's, orjson's, cattrs') are translated into these at one boundary
@@ -29,6 +30,7 @@ __all__ = [
     "ChannelError",
     "ConnectError",
     "ConnectionClosedError",
+    "DataGapError",
     "DXLinkError",
     "GaveUpError",
     "KeepaliveTimeoutError",
@@ -116,6 +118,14 @@ class SlowConsumerError(SubscriptionError):
     """A lossless subscription's bounded buffer was full when new events arrived.
 
     Only the slow handle fails; the connection and every other handle keep going.
+    """
+
+
+class DataGapError(SubscriptionError):
+    """The connection was lost and re-established: events may be missing at this point.
+
+    Raised once per gap, only by handles created with ``notify_gaps=True``, at the position in
+    the stream where the gap is. The handle stays usable: keep reading after catching it.
     """
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import attrs
 import trio
 
-from ._exceptions import SlowConsumerError, SubscriptionClosedError
+from ._exceptions import DataGapError, SlowConsumerError, SubscriptionClosedError
 from .events import Event, IndexedEvent
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ class Subscription(Generic[E]):
         source: str | None,
         overflow: Overflow | None,
         max_buffer: int,
+        notify_gaps: bool = False,
     ) -> None:
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
@@ -115,6 +116,8 @@ class Subscription(Generic[E]):
         self.source = source
         self.overflow = overflow
         self.max_buffer = max_buffer
+        self.notify_gaps = notify_gaps
+        self._gap_pending = False
         self._symbols: dict[str, None] = dict.fromkeys(_check_symbols(symbols))
         self._attached = False
         self._closed = False
@@ -124,7 +127,7 @@ class Subscription(Generic[E]):
         self._ready: list[E] = []
         self._pos = 0
         # producer side, by policy
-        self._batches: deque[list[E]] = deque()
+        self._batches: deque[list[E] | None] = deque()  # None marks a gap
         self._count = 0
         self._ring: deque[E] = deque(maxlen=max_buffer)
         self._latest: dict[str, E] = {}
@@ -241,13 +244,9 @@ class Subscription(Generic[E]):
         batch, self._ready, self._pos = self._ready, [], 0
         return batch
 
-    async def batches(self) -> AsyncIterator[list[E]]:
-        """Iterate over batches of events until the handle is closed."""
-        while True:
-            try:
-                yield await self.receive_batch()
-            except SubscriptionClosedError:
-                return
+    def batches(self) -> AsyncIterator[list[E]]:
+        """Iterate over batches of events (``async for batch in rx.batches()``) until closed."""
+        return _Batches(self)
 
     def statistics(self) -> SubscriptionStatistics:
         """This handle's counters."""
@@ -308,6 +307,12 @@ class Subscription(Generic[E]):
 
     def _mark_gap(self) -> None:
         self._gaps += 1
+        if self.notify_gaps and self._error is None and not self._closed:
+            if self.overflow is Overflow.LOSSLESS:
+                self._batches.append(None)  # raised in stream order, after what came before
+            else:
+                self._gap_pending = True
+            self._lot.unpark_all()
 
     def _buffered(self) -> int:
         if self.overflow is Overflow.LATEST:
@@ -318,10 +323,15 @@ class Subscription(Generic[E]):
 
     def _take(self) -> list[E]:
         policy = self.overflow
+        if self._gap_pending:
+            self._gap_pending = False
+            raise DataGapError(f"{self.event_type.__name__} events may be missing here")
         if policy is Overflow.LOSSLESS:
             if not self._batches:
                 return []
             batch = self._batches.popleft()
+            if batch is None:
+                raise DataGapError(f"{self.event_type.__name__} events may be missing here")
             self._count -= len(batch)
         elif policy is Overflow.LATEST:
             if not self._latest:
@@ -353,6 +363,24 @@ class Subscription(Generic[E]):
     def _require_open(self) -> None:
         if self._closed or not self._attached:
             raise SubscriptionClosedError("the subscription is not open")
+
+
+class _Batches(Generic[E]):
+    """The iterator behind :meth:`Subscription.batches` (a class, not an async generator)."""
+
+    def __init__(self, subscription: Subscription[E]) -> None:
+        self._subscription = subscription
+
+    def __aiter__(self) -> _Batches[E]:
+        return self
+
+    async def __anext__(self) -> list[E]:
+        try:
+            return await self._subscription.receive_batch()
+        except SubscriptionClosedError:
+            if self._subscription._closed:
+                raise StopAsyncIteration from None
+            raise
 
 
 def _check_symbols(symbols: Iterable[str]) -> list[str]:

@@ -17,7 +17,7 @@ A test or a faster library can supply any other ``Connector``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
 import trio
@@ -25,7 +25,7 @@ import trio_websocket
 
 from ._exceptions import ConnectError, ConnectionClosedError, MessageTooBigError
 
-__all__ = ["Connector", "Transport", "websocket_connector"]
+__all__ = ["Connector", "Transport", "websocket_connector", "websockets_connector"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
@@ -121,3 +121,73 @@ async def _close_stream(ws: Any) -> None:
 def _safe(url: str) -> str:
     """The URL without a query string (which could carry credentials)."""
     return url.split("?", 1)[0]
+
+
+def websockets_connector(
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: int = 16,
+    connect_timeout: float = 30.0,
+    disconnect_timeout: float = 5.0,
+) -> Connector:
+    """A :data:`Connector` over the ``websockets`` library's trio implementation.
+
+    Optional: needs ``pip install 'trio-dxlink[websockets]'`` (websockets >= 16). WebSocket
+    pings are turned off, since DXLink ignores them and the client sends JSON keepalives.
+    """
+    try:
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+        from websockets.trio.client import connect as ws_connect
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "websockets_connector needs the 'websockets' package (>= 16) with trio support"
+        ) from exc
+
+    def closed(exc: ConnectionClosed) -> ConnectionClosedError:
+        frame = exc.rcvd or exc.sent
+        code = frame.code if frame is not None else None
+        reason = frame.reason if frame is not None else None
+        message = f"connection closed (code {code}{': ' + reason if reason else ''})"
+        if code == 1009:
+            return MessageTooBigError(message, code, reason)
+        return ConnectionClosedError(message, code, reason)
+
+    class _Transport:
+        def __init__(self, ws: Any) -> None:
+            self._ws = ws
+
+        async def send(self, text: str) -> None:
+            try:
+                await self._ws.send(text)
+            except ConnectionClosed as exc:
+                raise closed(exc) from exc
+
+        async def receive(self) -> str | bytes:
+            try:
+                message: str | bytes = await self._ws.recv()
+            except ConnectionClosed as exc:
+                raise closed(exc) from exc
+            return message
+
+    @asynccontextmanager
+    async def connect(url: str) -> AsyncIterator[Transport]:
+        async with AsyncExitStack() as stack:
+            try:
+                ws = await stack.enter_async_context(
+                    ws_connect(
+                        url,
+                        max_size=max_message_size,
+                        max_queue=max_queue,
+                        ping_interval=None,
+                        open_timeout=connect_timeout,
+                        close_timeout=disconnect_timeout,
+                        compression=None,
+                    )
+                )
+            except (OSError, InvalidHandshake, TimeoutError, trio.TooSlowError) as exc:
+                raise ConnectError(f"could not connect to {_safe(url)}: {exc}") from exc
+            except InvalidURI as exc:
+                raise ConnectError(f"bad DXLink URL {_safe(url)}: {exc}") from exc
+            yield _Transport(ws)
+
+    return connect
