@@ -367,6 +367,8 @@ class ClientConnection:
         channel = self._channel(channel_id)
         if channel.state in (ChannelState.REQUESTED, ChannelState.OPENED):
             self._queue(m.ChannelCancel(channel_id))
+        else:
+            del self.channels[channel_id]  # never requested: no CHANNEL_CLOSED will come
         channel.state = ChannelState.CLOSED
         channel.subscriptions.clear()
 
@@ -384,9 +386,11 @@ class ClientConnection:
         its class knows. FEED_SETUP for a type the channel has not used yet goes out first.
         """
         channel = self._live_channel(channel_id)
+        entries = list(entries)
+        for entry in entries:
+            event_class(entry.type)  # raises KeyError for unknown types, before any change
         new = []
         for entry in entries:
-            event_class(entry.type)  # raises KeyError for unknown types
             if channel.subscriptions.get(entry.key) != entry:
                 channel.subscriptions[entry.key] = entry
                 new.append(entry)
@@ -395,6 +399,8 @@ class ClientConnection:
         new_types = {e.type for e in new} - channel.requested_fields.keys()
         for name in sorted(new_types):
             wanted = (fields or {}).get(name)
+            if wanted and "eventSymbol" not in wanted:
+                raise LocalProtocolError(f"the field list for {name} must include eventSymbol")
             channel.requested_fields[name] = (
                 tuple(wanted) if wanted else event_class(name).wire_fields()
             )
@@ -579,6 +585,9 @@ class ClientConnection:
             self._auth_sent = True
             self.state = ConnectionState.AUTHENTICATING
             return []
+        # A rejection (after AUTH, or of a live connection's token): no longer authorized; a
+        # fresh token may be offered with reauthenticate().
+        self.state = ConnectionState.AUTHENTICATING
         return [AuthRejected(had_token=self._token is not None)]
 
     def _on_error(self, message: m.Error) -> list[ConnectionEvent]:
@@ -586,6 +595,8 @@ class ClientConnection:
 
     def _on_channel_opened(self, message: m.ChannelOpened) -> list[ConnectionEvent]:
         channel = self.channels.get(message.channel)
+        if channel is not None and channel.state is ChannelState.CLOSED:
+            return []  # we cancelled it before this crossed on the wire; CHANNEL_CLOSED follows
         if channel is None or channel.state is not ChannelState.REQUESTED:
             raise RemoteProtocolError(f"CHANNEL_OPENED for channel {message.channel} not requested")
         if message.service != "FEED":
@@ -687,7 +698,7 @@ class ClientConnection:
         return decoder
 
     def _decode_full(self, channel: FeedChannel, data: list[Any]) -> list[FeedEvents]:
-        groups: dict[str, list[Event]] = {}
+        out: list[FeedEvents] = []  # one group per run of same-type events, in arrival order
         for obj in data:
             if obj.__class__ is not dict:
                 raise RemoteProtocolError(
@@ -702,11 +713,13 @@ class ClientConnection:
                 self.statistics.skipped_unknown_event_type += 1
                 log.warning("skipping FEED_DATA of unknown event type %r", name)
                 continue
-            groups.setdefault(name, []).append(decode_full(cls, obj))
-        out = []
-        for name, events in groups.items():
-            self.statistics.events_received += len(events)
-            out.append(FeedEvents(channel.id, event_class(name), events))
+            event = decode_full(cls, obj)
+            if out and out[-1].event_type is cls:
+                out[-1].events.append(event)
+            else:
+                out.append(FeedEvents(channel.id, cls, [event]))
+        for group in out:
+            self.statistics.events_received += len(group.events)
         return out
 
 

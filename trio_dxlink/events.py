@@ -275,6 +275,23 @@ def _camel(name: str) -> str:
 _REGISTRY: dict[str, type[Event]] = {}
 
 
+class _NaN:
+    """Stands in for NaN when events are compared, so that equal-looking events are equal."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NaN)
+
+    def __hash__(self) -> int:
+        return 0x7FF8
+
+
+_NAN_KEY = _NaN()
+
+
+def _float_key(value: float) -> object:
+    return _NAN_KEY if value != value else value
+
+
 if TYPE_CHECKING:
     from attrs import frozen as _event
 else:
@@ -289,6 +306,9 @@ else:
         ``Quote``, which behaves exactly like any frozen attrs class.
         """
         names = tuple(cls.__annotations__)
+        for name, annotation in cls.__annotations__.items():
+            if annotation == "float":  # NaN-aware equality and hashing for doubles
+                setattr(cls, name, attrs.field(default=getattr(cls, name), eq=_float_key))
         storage = type(f"_{cls.__name__}Fields", cls.__bases__, {"__slots__": names})
         storage.__module__ = cls.__module__
         body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
