@@ -57,9 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "--from-time", type=int, help="history from this epoch-ms time (time-series events)"
     )
     stream.add_argument("--seed", type=int, default=0, help="embedded server's market seed")
-    stream.add_argument(
-        "--no-reconnect", action="store_true", help="fail instead of reconnecting"
-    )
+    stream.add_argument("--no-reconnect", action="store_true", help="fail instead of reconnecting")
 
     serve = sub.add_parser("serve", help="run the local DXLink server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -75,9 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-size", type=int, default=2**20, help="largest client frame (bytes)"
     )
-    serve.add_argument(
-        "--reject-tokens", action="store_true", help="fault: reject every token"
-    )
+    serve.add_argument("--reject-tokens", action="store_true", help="fault: reject every token")
     serve.add_argument(
         "--drop-every", type=float, help="fault: drop every connection every N seconds"
     )

@@ -19,8 +19,10 @@ next connection.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import math
 import random
 import sys
 import time
@@ -65,6 +67,9 @@ __all__ = [
 log = logging.getLogger("trio_dxlink")
 
 E = TypeVar("E", bound=Event)
+
+_CLOSE_GRACE = 2.0
+"""Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
 
 FATAL_SERVER_ERRORS = frozenset({"UNSUPPORTED_PROTOCOL"})
 """Connection-level ERROR codes after which reconnecting is pointless."""
@@ -199,6 +204,7 @@ class _Live:
         self.channel_of: dict[str, int] = {}
         self.type_of: dict[int, str] = {}
         self.wakeup = trio.Event()
+        self.rearm = trio.Event()
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -251,6 +257,7 @@ class DXLinkFeed:
         self._state_changed = trio.Event()
         self._reason: BaseException | None = None
         self._closed = False
+        self._closing = False
         # desired state
         self._handles: dict[Subscription[Any], None] = {}
         self._wire: dict[tuple[str, str, str | None], dict[Subscription[Any], None]] = {}
@@ -499,6 +506,8 @@ class DXLinkFeed:
                 log.warning("token rejected; fetching a fresh one and retrying once")
                 continue
             except DXLinkError as exc:
+                if self._closing:
+                    await trio.sleep_forever()  # the block is being left: wait to be cancelled
                 cause: DXLinkError = exc
                 if connected_at:
                     connected_once = True
@@ -521,6 +530,8 @@ class DXLinkFeed:
             self._reason = cause
             attempt += 1
             log.warning("connection lost (%s); reconnect attempt %d", cause, attempt)
+            if policy.max_attempts == 0:
+                raise cause  # reconnecting is off: the failure itself is the answer
             if policy.max_attempts is not None and attempt > policy.max_attempts:
                 raise GaveUpError(
                     f"gave up after {attempt - 1} reconnect attempts: {cause}"
@@ -614,6 +625,8 @@ class DXLinkFeed:
                 self._fail_channel(live, event.channel, error)
                 if event.channel in live.core.channels:
                     live.core.close_channel(event.channel)
+            elif isinstance(event, c.SetupReceived):
+                live.rearm.set()  # the server's keepalive timeout may shorten our interval
             elif isinstance(event, c.ChannelClosed) and not event.requested:
                 error = ChannelError(
                     "CHANNEL_CLOSED", "the server closed the channel", event.channel
@@ -637,7 +650,9 @@ class DXLinkFeed:
     async def _keepalive(self, live: _Live) -> None:
         core = live.core
         while True:
-            await trio.sleep_until(core.next_deadline())
+            live.rearm = trio.Event()
+            with trio.move_on_at(core.next_deadline()):
+                await live.rearm.wait()  # set when the deadlines change (server SETUP)
             core.handle_timers(trio.current_time())
             if core.wants_to_send:
                 live.wake()
@@ -663,6 +678,16 @@ class DXLinkFeed:
             self._state = state
             self._state_changed.set()
             self._state_changed = trio.Event()
+
+    async def _shutdown(self) -> None:
+        """Close the live connection gracefully; the connection loop then ends quietly."""
+        self._closing = True
+        live = self._live
+        if live is not None:
+            with contextlib.suppress(DXLinkError):
+                await live.transport.aclose()
+        else:
+            await trio.lowlevel.checkpoint()
 
     def _close(self) -> None:
         self._closed = True
@@ -759,6 +784,10 @@ async def open_dxlink(
             try:
                 yield feed
             finally:
+                if trio.current_effective_deadline() != -math.inf:
+                    # Not cancelled from outside: close the WebSocket politely, briefly.
+                    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
+                        await feed._shutdown()
                 feed._close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -16,6 +16,7 @@ A test or a faster library can supply any other ``Connector``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
@@ -38,6 +39,9 @@ class Transport(Protocol):
 
     async def receive(self) -> str | bytes:
         """The next frame. Raises :class:`ConnectionClosedError` when the connection ends."""
+
+    async def aclose(self) -> None:
+        """Close the connection gracefully (a WebSocket close handshake). Idempotent."""
 
 
 Connector = Callable[[str], AbstractAsyncContextManager[Transport]]
@@ -71,6 +75,9 @@ class _WebSocketTransport:
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from exc
 
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
 
 def websocket_connector(
     *,
@@ -103,9 +110,12 @@ def websocket_connector(
             try:
                 yield _WebSocketTransport(ws)
             finally:
-                with trio.move_on_after(disconnect_timeout) as scope:
-                    scope.shield = True
-                    await ws.aclose()
+                # A graceful close needs trio-websocket's reader task, which a cancellation
+                # from outside has already stopped: then just close the socket.
+                graceful = trio.current_effective_deadline() != -math.inf
+                with trio.CancelScope(shield=True), trio.move_on_after(disconnect_timeout):
+                    if graceful:
+                        await ws.aclose()
                     await _close_stream(ws)
                 nursery.cancel_scope.cancel()
 
@@ -168,6 +178,9 @@ def websockets_connector(
             except ConnectionClosed as exc:
                 raise closed(exc) from exc
             return message
+
+        async def aclose(self) -> None:
+            await self._ws.close()
 
     @asynccontextmanager
     async def connect(url: str) -> AsyncIterator[Transport]:

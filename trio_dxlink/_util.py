@@ -45,9 +45,8 @@ class unwrap_group:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, BaseExceptionGroup):
             single = collapse(exc)
             if single is not exc:
                 raise single from None
-        return False

@@ -1,0 +1,36 @@
+"""A real DXLink server on loopback, with a simulated market, for testing DXLink clients.
+
+Run your client against it::
+
+    from trio_dxlink.testing import ServerConfig, open_dxlink_server
+
+    async with open_dxlink_server(config=ServerConfig(token="secret")) as server:
+        ...  # connect to server.url; server.publish(Quote("SPY", bid_price=1.0, ...))
+        await server.wait_for(lambda: ("Quote", "SPY") in server.subscriptions())
+
+See :mod:`trio_dxlink.testing._server` for exactly how it behaves.
+"""
+
+from ._market import SIMULATED_TYPES, Market, OptionSymbol, candle_period_ms, parse_option_symbol
+from ._server import (
+    DXLinkServer,
+    ServerChannel,
+    ServerConfig,
+    ServerConnection,
+    open_dxlink_server,
+    serve_dxlink,
+)
+
+__all__ = [
+    "DXLinkServer",
+    "Market",
+    "OptionSymbol",
+    "SIMULATED_TYPES",
+    "ServerChannel",
+    "ServerConfig",
+    "ServerConnection",
+    "candle_period_ms",
+    "open_dxlink_server",
+    "parse_option_symbol",
+    "serve_dxlink",
+]

@@ -1,0 +1,736 @@
+"""A small, deterministic simulated market for the local DXLink server.
+
+:class:`Market` makes up plausible, internally consistent data for *any* symbol:
+
+* every plain symbol has a mid price that follows a random walk in wall-clock time, seeded from
+  the market's ``seed`` and the symbol (``zlib.crc32``, never Python's randomised ``hash``);
+* ``Quote`` brackets the mid (``bid < ask``), ``Trade`` and ``TimeAndSale`` print between bid and
+  ask and add to the day's volume, ``Summary`` reports the day's open/high/low/last consistently
+  with those prints, ``Profile`` holds fixed reference data;
+* option symbols such as ``.SPY250117C500`` are priced with Black-Scholes from their underlying's
+  mid (``TheoPrice``, ``Greeks``, and ``Quote`` around the theoretical price);
+* candle symbols such as ``AAPL{=5m}`` or ``AAPL{=1d,tho=true}`` get OHLC bars of that period:
+  :meth:`Market.history` builds them backwards from the live bar, :meth:`Market.step` updates the
+  live bar.
+
+The walk moves with the injected ``clock`` (seconds since the epoch, ``time.time`` by default):
+two updates at the same instant see the same mid, so a ``Trade`` always prints inside the
+``Quote`` of the same instant. The same seed and the same clock readings give the same events.
+
+Events the server publishes are recorded here too (:meth:`Market.update`): the latest value per
+(type, symbol) and, for time-series types, a bounded history keyed by ``index``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import random
+import re
+import time
+import zlib
+from collections.abc import Callable
+
+import attrs
+
+from ..events import (
+    Candle,
+    Event,
+    Greeks,
+    Profile,
+    Quote,
+    Summary,
+    TheoPrice,
+    TimeAndSale,
+    TimeSeriesEvent,
+    Trade,
+    TradeETH,
+    Underlying,
+    index_from_time,
+)
+
+__all__ = [
+    "SIMULATED_TYPES",
+    "Market",
+    "OptionSymbol",
+    "candle_period_ms",
+    "parse_option_symbol",
+]
+
+_SECOND_MS = 1000
+_MINUTE_MS = 60 * _SECOND_MS
+_DAY_MS = 86_400_000
+_WEEK_MS = 7 * _DAY_MS
+_YEAR_MS = 365 * _DAY_MS
+_FIRST_MONDAY_MS = 4 * _DAY_MS  # 1970-01-05, where weekly candles are aligned
+_EXPIRY_CLOSE_MS = 21 * 3_600_000  # options expire at 16:00 New York, about 21:00 UTC
+_RATE = 0.04  # risk-free rate for option pricing
+_SERIES_LIMIT = 10_000  # time-series events kept per (type, symbol)
+
+SIMULATED_TYPES: frozenset[str] = frozenset(
+    {
+        "Quote",
+        "Trade",
+        "TradeETH",
+        "Summary",
+        "Profile",
+        "Greeks",
+        "TheoPrice",
+        "Underlying",
+        "TimeAndSale",
+        "Candle",
+    }
+)
+"""Event types :meth:`Market.step` can simulate."""
+
+
+# --- symbols ----------------------------------------------------------------------------------
+
+_OPTION = re.compile(
+    r"^\.(?P<root>[A-Z][A-Z0-9]*?)(?P<expiry>\d{6})(?P<kind>[CP])(?P<strike>\d+(?:\.\d+)?)$"
+)
+_CANDLE = re.compile(r"^(?P<base>[^{]*)\{(?P<attributes>[^}]*)\}$")
+_PERIOD = re.compile(r"^(?P<count>\d*\.?\d*)(?P<unit>[a-z]+)$")
+_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), _SECOND_MS),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), _MINUTE_MS),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), 60 * _MINUTE_MS),
+    **dict.fromkeys(("d", "day", "days"), _DAY_MS),
+    **dict.fromkeys(("w", "wk", "week", "weeks"), _WEEK_MS),
+}
+
+
+@attrs.frozen
+class OptionSymbol:
+    """The parts of an option symbol such as ``.SPY250117C500``."""
+
+    root: str
+    expiry: datetime.date
+    is_call: bool
+    strike: float
+
+
+def parse_option_symbol(symbol: str) -> OptionSymbol | None:
+    """Parse ``.ROOT``/``YYMMDD``/``C|P``/strike; ``None`` if ``symbol`` is not one."""
+    match = _OPTION.match(symbol)
+    if match is None:
+        return None
+    try:
+        expiry = datetime.datetime.strptime(match["expiry"], "%y%m%d").date()
+    except ValueError:
+        return None
+    strike = float(match["strike"])
+    if strike <= 0:
+        return None
+    return OptionSymbol(match["root"], expiry, match["kind"] == "C", strike)
+
+
+def candle_period_ms(symbol: str) -> int:
+    """The bar length of a candle symbol (``AAPL{=5m}`` → 300000), one minute if unparseable.
+
+    The period is the attribute with an empty key: an optional number and a unit ``s``, ``m``,
+    ``h``, ``d`` or ``w`` (longer spellings such as ``min`` or ``days`` work too).
+    """
+    match = _CANDLE.match(symbol)
+    if match is None:
+        return _MINUTE_MS
+    for attribute in match["attributes"].split(","):
+        key, _, value = attribute.partition("=")
+        if key.strip():
+            continue
+        period = _PERIOD.match(value.strip().lower())
+        if period is None or period["unit"] not in _UNITS:
+            return _MINUTE_MS
+        try:
+            count = float(period["count"]) if period["count"] else 1.0
+        except ValueError:
+            return _MINUTE_MS
+        length = int(count * _UNITS[period["unit"]])
+        return length if length > 0 else _MINUTE_MS
+    return _MINUTE_MS
+
+
+def _candle_base(symbol: str) -> str:
+    """``AAPL&Q{=5m}`` → ``AAPL``: the instrument whose price a candle symbol follows."""
+    match = _CANDLE.match(symbol)
+    base = match["base"] if match else symbol
+    return base.split("&", 1)[0] or symbol
+
+
+def _lot(symbol: str) -> int:
+    """Trade sizes come in lots: 1 contract for options, 100 shares otherwise."""
+    return 1 if parse_option_symbol(symbol) else 100
+
+
+def _bar_start(time_ms: int, period_ms: int) -> int:
+    if period_ms % _WEEK_MS == 0:
+        return (time_ms - _FIRST_MONDAY_MS) // period_ms * period_ms + _FIRST_MONDAY_MS
+    return time_ms // period_ms * period_ms
+
+
+# --- option pricing ---------------------------------------------------------------------------
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _norm_pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+@attrs.frozen
+class _Valuation:
+    price: float
+    delta: float
+    gamma: float
+    theta: float  # per calendar day
+    vega: float  # per volatility point
+    rho: float  # per rate point
+
+
+def _black_scholes(
+    spot: float, strike: float, years: float, vol: float, is_call: bool
+) -> _Valuation:
+    years = max(years, 1.0 / (365 * 24))
+    root_t = math.sqrt(years)
+    d1 = (math.log(spot / strike) + (_RATE + vol * vol / 2) * years) / (vol * root_t)
+    d2 = d1 - vol * root_t
+    discount = math.exp(-_RATE * years)
+    pdf = _norm_pdf(d1)
+    decay = -spot * pdf * vol / (2 * root_t)
+    if is_call:
+        price = spot * _norm_cdf(d1) - strike * discount * _norm_cdf(d2)
+        delta = _norm_cdf(d1)
+        theta = decay - _RATE * strike * discount * _norm_cdf(d2)
+        rho = strike * years * discount * _norm_cdf(d2)
+    else:
+        price = strike * discount * _norm_cdf(-d2) - spot * _norm_cdf(-d1)
+        delta = _norm_cdf(d1) - 1.0
+        theta = decay + _RATE * strike * discount * _norm_cdf(-d2)
+        rho = -strike * years * discount * _norm_cdf(-d2)
+    return _Valuation(
+        price=max(price, 0.0),
+        delta=min(max(delta, -1.0), 1.0),
+        gamma=pdf / (spot * vol * root_t),
+        theta=theta / 365,
+        vega=spot * pdf * root_t / 100,
+        rho=rho / 100,
+    )
+
+
+# --- per-symbol state -------------------------------------------------------------------------
+
+
+@attrs.define
+class _Instrument:
+    """What the market remembers about one symbol."""
+
+    rng: random.Random
+    mid: float
+    volatility: float  # annualised, also the implied volatility of its options
+    walked_at: int  # ms: the walk's position in time
+    day_id: int
+    prev_close: float
+    day_open: float
+    day_high: float
+    day_low: float
+    last_price: float = math.nan
+    last_tick: str = "ZERO"
+    day_volume: float = 0.0
+    day_turnover: float = 0.0
+    prev_day_volume: float = 0.0
+    sequence: int = 0
+    call_volume: float = 0.0
+    put_volume: float = 0.0
+
+
+def _cents(price: float) -> float:
+    return round(price, 2)
+
+
+class Market:
+    """A deterministic simulated market for any symbol (see the module docstring).
+
+    Args:
+        seed: makes every symbol's walk different; the same seed gives the same market.
+        clock: wall-clock seconds since the epoch for event timestamps and the walk
+            (``time.time`` by default); pin it for fully deterministic tests.
+    """
+
+    def __init__(self, seed: int = 0, clock: Callable[[], float] = time.time) -> None:
+        self.seed = seed
+        self.clock = clock
+        self._instruments: dict[str, _Instrument] = {}
+        self._latest: dict[tuple[str, str], Event] = {}
+        self._series: dict[tuple[str, str], dict[int, TimeSeriesEvent]] = {}
+        self._stamps: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"Market(seed={self.seed}, symbols={len(self._instruments)})"
+
+    # --- public API ---
+
+    def now_ms(self) -> int:
+        """The clock's current time in epoch milliseconds."""
+        return int(self.clock() * 1000)
+
+    def mid(self, symbol: str) -> float:
+        """The current mid price of ``symbol`` (the theoretical price for an option)."""
+        now = self.now_ms()
+        return self._state(symbol, now).mid
+
+    def set_mid(self, symbol: str, price: float) -> None:
+        """Move the mid price of a plain (non-option, non-candle) symbol to ``price``."""
+        if not price > 0:
+            raise ValueError(f"price must be positive, got {price!r}")
+        if parse_option_symbol(symbol) is not None or "{" in symbol:
+            raise ValueError(f"{symbol!r} is priced from its underlying; set that one's mid")
+        self._instrument(symbol, self.now_ms(), mid=price).mid = price
+
+    def latest(self, event_type: str, symbol: str) -> Event | None:
+        """The last event recorded for (type, symbol), published or simulated; else ``None``."""
+        return self._latest.get((event_type, symbol))
+
+    def update(self, event: Event) -> None:
+        """Record a published event: it becomes the latest value, and joins the history.
+
+        A time-series event is stored by ``index`` (a ``REMOVE_EVENT`` one deletes that
+        index). A ``Quote`` with finite prices on a plain symbol also moves its mid.
+        """
+        key = (event.EVENT_TYPE, event.event_symbol)
+        if isinstance(event, TimeSeriesEvent):
+            series = self._series.setdefault(key, {})
+            if event.remove_event:
+                series.pop(event.index, None)
+            else:
+                series[event.index] = event
+                if len(series) > _SERIES_LIMIT:
+                    del series[min(series)]
+        self._latest[key] = event
+        if (
+            isinstance(event, Quote)
+            and math.isfinite(event.bid_price)
+            and math.isfinite(event.ask_price)
+            and event.bid_price > 0
+            and parse_option_symbol(event.event_symbol) is None
+            and "{" not in event.event_symbol
+        ):
+            self._instrument(event.event_symbol, self.now_ms()).mid = (
+                event.bid_price + event.ask_price
+            ) / 2
+
+    def series(self, event_type: str, symbol: str, from_time_ms: int = 0) -> list[TimeSeriesEvent]:
+        """Recorded time-series events of (type, symbol) with ``time >= from_time_ms``, oldest
+        first."""
+        series = self._series.get((event_type, symbol), {})
+        return [series[i] for i in sorted(series) if series[i].time >= from_time_ms]
+
+    def step(self, event_type: str, symbol: str) -> Event:
+        """Simulate the next update of (type, symbol), record it and return it.
+
+        Raises:
+            ValueError: ``event_type`` is not in :data:`SIMULATED_TYPES`.
+        """
+        builder = _BUILDERS.get(event_type)
+        if builder is None:
+            raise ValueError(f"the market cannot simulate {event_type!r} events")
+        event = builder(self, symbol, self.now_ms())
+        self.update(event)
+        return event
+
+    def history(
+        self, symbol: str, from_time_ms: int, now_ms: int, *, limit: int | None = None
+    ) -> list[Candle]:
+        """Candle bars of ``symbol`` starting at or after ``from_time_ms`` up to the live bar at
+        ``now_ms``, oldest first.
+
+        Bars are built backwards from the live bar (each bar closes where the next one opens) and
+        recorded, so asking again returns the same bars. ``limit`` keeps only the newest bars.
+        """
+        period = candle_period_ms(symbol)
+        live = self._live_candle(symbol, now_ms)
+        stored = self._series.setdefault(("Candle", symbol), {})
+        bars: list[Candle] = []
+        newer = live
+        if live.time >= from_time_ms:
+            bars.append(live)
+        start = live.time - period
+        while start >= from_time_ms and (limit is None or len(bars) < limit):
+            bar = stored.get(index_from_time(start))
+            if not isinstance(bar, Candle):
+                bar = self._make_bar(symbol, start, period, close=newer.open)
+                self.update(bar)
+            bars.append(bar)
+            newer = bar
+            start -= period
+        bars.reverse()
+        return bars
+
+    # --- state ---
+
+    def _rng(self, *parts: object) -> random.Random:
+        text = ":".join(str(part) for part in (self.seed, *parts))
+        return random.Random(zlib.crc32(text.encode()))
+
+    def _instrument(self, symbol: str, now: int, mid: float | None = None) -> _Instrument:
+        """The state of ``symbol``, created on first use (at ``mid``, or a seeded price)."""
+        inst = self._instruments.get(symbol)
+        if inst is None:
+            rng = self._rng("instrument", symbol)
+            seeded = _cents(math.exp(rng.uniform(math.log(10), math.log(500))))
+            price = seeded if mid is None else mid
+            prev_close = max(0.01, _cents(price * (1 + rng.gauss(0, 0.01))))
+            inst = _Instrument(
+                rng=rng,
+                mid=price,
+                volatility=round(rng.uniform(0.15, 0.45), 4),
+                walked_at=now,
+                day_id=now // _DAY_MS,
+                prev_close=prev_close,
+                day_open=_cents(price),
+                day_high=_cents(max(price, prev_close)),
+                day_low=_cents(min(price, prev_close)),
+                prev_day_volume=float(rng.randint(1_000, 50_000) * _lot(symbol)),
+            )
+            self._instruments[symbol] = inst
+        return inst
+
+    def _walk(self, inst: _Instrument, now: int) -> None:
+        """Move the mid along its random walk to time ``now``."""
+        elapsed = now - inst.walked_at
+        if elapsed > 0:
+            sigma = inst.volatility * math.sqrt(elapsed / _YEAR_MS)
+            inst.mid = max(0.01, inst.mid * math.exp(inst.rng.gauss(0.0, sigma)))
+            inst.walked_at = now
+
+    def _roll(self, inst: _Instrument, now: int) -> None:
+        """Start a new trading day when ``now`` is past the instrument's day; track the range."""
+        day = now // _DAY_MS
+        if day > inst.day_id:
+            last = inst.last_price if math.isfinite(inst.last_price) else inst.mid
+            inst.prev_close = _cents(last)
+            inst.prev_day_volume = inst.day_volume
+            inst.day_id = day
+            inst.day_open = inst.day_high = inst.day_low = _cents(inst.mid)
+            inst.day_volume = inst.day_turnover = 0.0
+            inst.last_price = math.nan
+
+    def _state(self, symbol: str, now: int) -> _Instrument:
+        """The instrument of ``symbol`` with its mid brought to ``now``.
+
+        A candle symbol follows its base symbol; an option has its own state (volume, day range)
+        whose mid is the Black-Scholes price from its underlying.
+        """
+        option = parse_option_symbol(symbol)
+        if option is None:
+            inst = self._instrument(_candle_base(symbol), now)
+            self._walk(inst, now)
+            self._roll(inst, now)
+            inst.day_high = max(inst.day_high, _cents(inst.mid))
+            inst.day_low = min(inst.day_low, _cents(inst.mid))
+            return inst
+        theo = self._valuation(option, now).price
+        inst = self._instrument(symbol, now, mid=theo)
+        inst.mid = theo
+        inst.walked_at = now
+        self._roll(inst, now)
+        return inst
+
+    def _valuation(self, option: OptionSymbol, now: int) -> _Valuation:
+        underlying = self._instrument(option.root, now)
+        self._walk(underlying, now)
+        expiry = datetime.datetime.combine(option.expiry, datetime.time(), datetime.timezone.utc)
+        expiry_ms = int(expiry.timestamp() * 1000) + _EXPIRY_CLOSE_MS
+        years = (expiry_ms - now) / _YEAR_MS
+        return _black_scholes(
+            underlying.mid, option.strike, years, underlying.volatility, option.is_call
+        )
+
+    def _stamp(self, event_type: str, symbol: str, now: int) -> tuple[int, int]:
+        """A (time, index) for a new time-series event, unique per (type, symbol)."""
+        key = (event_type, symbol)
+        last_time, last_sequence = self._stamps.get(key, (-1, 0))
+        sequence = last_sequence + 1 if now == last_time else 0
+        self._stamps[key] = (now, sequence)
+        return now, index_from_time(now, sequence & 0x3FFFFF)
+
+    # --- builders ---
+
+    def _bid_ask(self, symbol: str, inst: _Instrument) -> tuple[float, float]:
+        wide = parse_option_symbol(symbol) is not None
+        half = max(0.01, _cents(inst.mid * (0.02 if wide else 0.0001)))
+        bid = max(0.0, _cents(inst.mid - half))
+        ask = max(_cents(inst.mid + half), bid + 0.01)
+        return bid, _cents(ask)
+
+    def _quote(self, symbol: str, now: int) -> Quote:
+        inst = self._state(symbol, now)
+        bid, ask = self._bid_ask(symbol, inst)
+        inst.sequence += 1
+        return Quote(
+            event_symbol=symbol,
+            sequence=inst.sequence,
+            bid_time=now // 1000 * 1000,
+            bid_exchange_code="Q",
+            bid_price=bid,
+            bid_size=float(inst.rng.randint(1, 50) * 100),
+            ask_time=now // 1000 * 1000,
+            ask_exchange_code="Q",
+            ask_price=ask,
+            ask_size=float(inst.rng.randint(1, 50) * 100),
+        )
+
+    def _print(self, symbol: str, now: int) -> tuple[_Instrument, float, float, float, float]:
+        """A trade print inside the current bid/ask: (state, price, size, bid, ask)."""
+        inst = self._state(symbol, now)
+        bid, ask = self._bid_ask(symbol, inst)
+        price = min(max(_cents(inst.rng.uniform(bid, ask)), bid), ask)
+        size = float(inst.rng.randint(1, 20) * _lot(symbol))
+        if math.isfinite(inst.last_price) and price != inst.last_price:
+            inst.last_tick = "UP" if price > inst.last_price else "DOWN"
+        inst.last_price = price
+        inst.day_volume += size
+        inst.day_turnover += price * size
+        inst.day_high = max(inst.day_high, price)
+        inst.day_low = min(inst.day_low, price)
+        inst.sequence += 1
+        return inst, price, size, bid, ask
+
+    def _trade(self, symbol: str, now: int, cls: type[Trade] | type[TradeETH] = Trade) -> Event:
+        inst, price, size, _, _ = self._print(symbol, now)
+        return cls(
+            event_symbol=symbol,
+            time=now,
+            sequence=inst.sequence,
+            exchange_code="Q",
+            price=price,
+            change=_cents(price - inst.prev_close),
+            size=size,
+            day_id=inst.day_id,
+            day_volume=inst.day_volume,
+            day_turnover=round(inst.day_turnover, 2),
+            tick_direction=inst.last_tick,
+            extended_trading_hours=cls is TradeETH,
+        )
+
+    def _trade_eth(self, symbol: str, now: int) -> Event:
+        return self._trade(symbol, now, TradeETH)
+
+    def _time_and_sale(self, symbol: str, now: int) -> TimeAndSale:
+        _, price, size, bid, ask = self._print(symbol, now)
+        event_time, index = self._stamp("TimeAndSale", symbol, now)
+        return TimeAndSale(
+            event_symbol=symbol,
+            index=index,
+            time=event_time,
+            sequence=index & 0x3FFFFF,
+            exchange_code="Q",
+            price=price,
+            size=size,
+            bid_price=bid,
+            ask_price=ask,
+            aggressor_side="BUY" if price >= (bid + ask) / 2 else "SELL",
+            valid_tick=True,
+            type="NEW",
+        )
+
+    def _summary(self, symbol: str, now: int) -> Summary:
+        inst = self._state(symbol, now)
+        option = parse_option_symbol(symbol)
+        return Summary(
+            event_symbol=symbol,
+            day_id=inst.day_id,
+            day_open_price=inst.day_open,
+            day_high_price=inst.day_high,
+            day_low_price=inst.day_low,
+            day_close_price=inst.last_price,
+            day_close_price_type="REGULAR",
+            prev_day_id=inst.day_id - 1,
+            prev_day_close_price=inst.prev_close,
+            prev_day_close_price_type="FINAL",
+            prev_day_volume=inst.prev_day_volume,
+            open_interest=self._rng("oi", symbol).randint(100, 50_000) if option else 0,
+        )
+
+    def _profile(self, symbol: str, now: int) -> Profile:
+        inst = self._state(symbol, now)
+        rng = self._rng("profile", symbol)
+        option = parse_option_symbol(symbol)
+        if option is not None:
+            kind = "Call" if option.is_call else "Put"
+            description = f"{option.root} {option.expiry.isoformat()} {option.strike:g} {kind}"
+        else:
+            description = f"{_candle_base(symbol)} Simulated Instrument"
+        return Profile(
+            event_symbol=symbol,
+            description=description,
+            short_sale_restriction="INACTIVE",
+            trading_status="ACTIVE",
+            high_limit_price=_cents(inst.mid * 1.1),
+            low_limit_price=_cents(inst.mid * 0.9),
+            high_52_week_price=_cents(max(inst.mid, inst.day_high) * rng.uniform(1.05, 1.6)),
+            low_52_week_price=_cents(min(inst.mid, inst.day_low) * rng.uniform(0.5, 0.95)),
+            beta=round(rng.uniform(0.5, 1.8), 2),
+            earnings_per_share=round(rng.uniform(-2.0, 12.0), 2),
+            dividend_frequency=4.0,
+            ex_dividend_amount=round(rng.uniform(0.0, 1.5), 2),
+            ex_dividend_day_id=inst.day_id - rng.randint(1, 90),
+            shares=float(rng.randint(10, 5_000) * 1_000_000),
+            free_float=float(rng.randint(5, 4_000) * 1_000_000),
+        )
+
+    def _option_figures(self, symbol: str, now: int) -> tuple[float, _Valuation]:
+        """(underlying price, valuation); a non-option is valued as the underlying itself."""
+        option = parse_option_symbol(symbol)
+        if option is not None:
+            return self._state(option.root, now).mid, self._valuation(option, now)
+        inst = self._state(symbol, now)
+        return inst.mid, _Valuation(inst.mid, 1.0, 0.0, 0.0, 0.0, 0.0)
+
+    def _greeks(self, symbol: str, now: int) -> Greeks:
+        _, value = self._option_figures(symbol, now)
+        option = parse_option_symbol(symbol)
+        vol = self._state(option.root if option else symbol, now).volatility
+        event_time, index = self._stamp("Greeks", symbol, now)
+        return Greeks(
+            event_symbol=symbol,
+            index=index,
+            time=event_time,
+            sequence=index & 0x3FFFFF,
+            price=round(value.price, 4),
+            volatility=vol,
+            delta=round(value.delta, 6),
+            gamma=round(value.gamma, 6),
+            theta=round(value.theta, 6),
+            rho=round(value.rho, 6),
+            vega=round(value.vega, 6),
+        )
+
+    def _theo_price(self, symbol: str, now: int) -> TheoPrice:
+        spot, value = self._option_figures(symbol, now)
+        event_time, index = self._stamp("TheoPrice", symbol, now)
+        return TheoPrice(
+            event_symbol=symbol,
+            index=index,
+            time=event_time,
+            sequence=index & 0x3FFFFF,
+            price=round(value.price, 4),
+            underlying_price=round(spot, 4),
+            delta=round(value.delta, 6),
+            gamma=round(value.gamma, 6),
+            dividend=0.0,
+            interest=_RATE,
+        )
+
+    def _underlying(self, symbol: str, now: int) -> Underlying:
+        inst = self._state(symbol, now)
+        inst.call_volume += inst.rng.randint(0, 50) * 10
+        inst.put_volume += inst.rng.randint(0, 50) * 10
+        event_time, index = self._stamp("Underlying", symbol, now)
+        total = inst.call_volume + inst.put_volume
+        return Underlying(
+            event_symbol=symbol,
+            index=index,
+            time=event_time,
+            sequence=index & 0x3FFFFF,
+            volatility=inst.volatility,
+            front_volatility=round(inst.volatility * 0.95, 4),
+            back_volatility=round(inst.volatility * 1.05, 4),
+            call_volume=inst.call_volume,
+            put_volume=inst.put_volume,
+            option_volume=total,
+            put_call_ratio=inst.put_volume / inst.call_volume if inst.call_volume else math.nan,
+        )
+
+    def _make_bar(self, symbol: str, start: int, period: int, *, close: float) -> Candle:
+        """A finished bar starting at ``start`` that closes at ``close``."""
+        rng = self._rng("candle", symbol, start)
+        vol = self._instrument(_candle_base(symbol), start).volatility
+        sigma = vol * math.sqrt(period / _YEAR_MS)
+        open_ = max(0.01, _cents(close * math.exp(-rng.gauss(0.0, sigma))))
+        high = max(open_, close, _cents(max(open_, close) * (1 + abs(rng.gauss(0, sigma / 2)))))
+        low = min(open_, close, _cents(min(open_, close) * (1 - abs(rng.gauss(0, sigma / 2)))))
+        low = max(low, 0.01)
+        volume = float(rng.randint(1, 500) * 100)
+        bid_volume = float(round(volume * rng.uniform(0.3, 0.7)))
+        return Candle(
+            event_symbol=symbol,
+            index=index_from_time(start),
+            time=start,
+            count=rng.randint(1, 200),
+            open=open_,
+            high=high,
+            low=low,
+            close=close,
+            volume=volume,
+            vwap=round((high + low + close) / 3, 4),
+            bid_volume=bid_volume,
+            ask_volume=volume - bid_volume,
+        )
+
+    def _live_candle(self, symbol: str, now: int) -> Candle:
+        """The bar of ``symbol`` covering ``now``, made (and recorded) if it does not exist."""
+        period = candle_period_ms(symbol)
+        start = _bar_start(now, period)
+        bar = self._series.get(("Candle", symbol), {}).get(index_from_time(start))
+        if isinstance(bar, Candle):
+            return bar
+        close = _cents(self._state(symbol, now).mid)
+        bar = self._make_bar(symbol, start, period, close=close)
+        self.update(bar)
+        return bar
+
+    def _candle(self, symbol: str, now: int) -> Candle:
+        period = candle_period_ms(symbol)
+        start = _bar_start(now, period)
+        stored = self._series.get(("Candle", symbol), {})
+        price = _cents(self._state(symbol, now).mid)
+        inst = self._instrument(_candle_base(symbol), now)
+        lot = float(inst.rng.randint(1, 20) * 100)
+        bar = stored.get(index_from_time(start))
+        if isinstance(bar, Candle):
+            volume = bar.volume + lot
+            return attrs.evolve(
+                bar,
+                event_flags=0,
+                close=price,
+                high=max(bar.high, price),
+                low=min(bar.low, price),
+                count=bar.count + 1,
+                volume=volume,
+                vwap=round((bar.vwap * bar.volume + price * lot) / volume, 4),
+                ask_volume=bar.ask_volume + lot,
+            )
+        previous = stored[max(stored)] if stored else None
+        open_ = previous.close if isinstance(previous, Candle) else price
+        return Candle(
+            event_symbol=symbol,
+            index=index_from_time(start),
+            time=start,
+            count=1,
+            open=open_,
+            high=max(open_, price),
+            low=min(open_, price),
+            close=price,
+            volume=lot,
+            vwap=price,
+            bid_volume=0.0,
+            ask_volume=lot,
+        )
+
+
+_Builder = Callable[[Market, str, int], Event]
+
+_BUILDERS: dict[str, _Builder] = {
+    "Quote": Market._quote,
+    "Trade": Market._trade,
+    "TradeETH": Market._trade_eth,
+    "TimeAndSale": Market._time_and_sale,
+    "Summary": Market._summary,
+    "Profile": Market._profile,
+    "Greeks": Market._greeks,
+    "TheoPrice": Market._theo_price,
+    "Underlying": Market._underlying,
+    "Candle": Market._candle,
+}
