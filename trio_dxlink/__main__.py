@@ -95,6 +95,27 @@ def _json_line(event: Event) -> bytes:
     return orjson.dumps(encode_full(event)) + b"\n"
 
 
+_COLUMNS = {
+    "Quote": ["bid_size", "bid_price", "ask_price", "ask_size", "bid_exchange_code"],
+    "Trade": ["price", "size", "change", "day_volume", "exchange_code"],
+    "TradeETH": ["price", "size", "change", "day_volume", "exchange_code"],
+    "Summary": [
+        "day_open_price",
+        "day_high_price",
+        "day_low_price",
+        "day_close_price",
+        "prev_day_close_price",
+        "open_interest",
+    ],
+    "Greeks": ["price", "volatility", "delta", "gamma", "theta", "vega", "rho"],
+    "TheoPrice": ["price", "underlying_price", "delta", "gamma"],
+    "Candle": ["time", "open", "high", "low", "close", "volume", "vwap"],
+    "TimeAndSale": ["time", "price", "size", "aggressor_side", "exchange_code"],
+    "Profile": ["description", "trading_status", "high_52_week_price", "low_52_week_price"],
+}
+_HIDDEN = {"event_symbol", "event_time", "sequence", "time_nano_part", "event_flags", "index"}
+
+
 class _Table:
     """A live table, one row per symbol, redrawn in place with ANSI escapes."""
 
@@ -102,7 +123,10 @@ class _Table:
         self.out = out
         self.rows: dict[str, Event] = {}
         names = [f.name for f in attrs.fields(event_type)]  # type: ignore[arg-type]
-        self.columns = [n for n in names if n not in ("event_symbol", "event_time")]
+        preferred = _COLUMNS.get(event_type.__name__)
+        if preferred is None:
+            preferred = [n for n in names if n not in _HIDDEN and not n.endswith("_time")]
+        self.columns = preferred
         self.drawn = 0
 
     def update(self, event: Event) -> None:
@@ -124,7 +148,7 @@ class _Table:
 
     @staticmethod
     def _row(cells: Sequence[str], width: int) -> str:
-        text = " ".join(f"{cell:>14}" if i else f"{cell:<20}" for i, cell in enumerate(cells))
+        text = " ".join(f"{cell:>12}" if i else f"{cell:<20}" for i, cell in enumerate(cells))
         return text[:width]
 
 

@@ -1,0 +1,98 @@
+"""The command line, run as a real subprocess (``python -m trio_dxlink``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from trio_dxlink import Quote, open_dxlink
+
+CLI = [sys.executable, "-m", "trio_dxlink"]
+
+
+async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(timeout):
+        return await trio.run_process(
+            [*CLI, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+
+
+async def test_stream_json_from_the_embedded_server() -> None:
+    result = await run_cli("stream", "Quote", "SPY", "AAPL", "--json", "--count", "6")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 6
+    events = [json.loads(line) for line in lines]
+    assert {e["eventType"] for e in events} == {"Quote"}
+    assert {e["eventSymbol"] for e in events} <= {"SPY", "AAPL"}
+    for e in events:
+        assert e["bidPrice"] < e["askPrice"]
+    assert result.stderr == b""
+
+
+async def test_stream_candle_history_as_json() -> None:
+    result = await run_cli(
+        "stream", "Candle", "AAPL{=5m}", "--json", "--count", "3", "--from-time", "1700000000000"
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert events[0]["eventFlags"] & 0x04  # SNAPSHOT_BEGIN on the first
+    assert events[0]["time"] > events[1]["time"] > events[2]["time"]  # newest first
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["stream", "Quoet", "SPY"], 2, "unknown event type 'Quoet'"),
+        (["stream", "Quote", "SPY", "--url", "http://example"], 2, "must be a ws:// or wss://"),
+        (["stream", "Quote", "SPY", "--count", "0"], 2, "--count must be at least 1"),
+        (
+            ["stream", "Quote", "SPY", "--url", "ws://127.0.0.1:1", "--no-reconnect"],
+            1,
+            "ConnectError: could not connect",
+        ),
+        (["serve", "--port", "99999"], 2, "--port must be"),
+        (["stream"], 2, "usage:"),
+    ],
+)
+async def test_bad_arguments_give_one_line_and_a_nonzero_exit(
+    args: list[str], status: int, message: str
+) -> None:
+    result = await run_cli(*args)
+    assert result.returncode == status
+    err = result.stderr.decode()
+    assert message in err
+    assert "Traceback" not in err
+    assert result.stdout == b""
+
+
+async def test_serve_prints_its_url_first_and_serves() -> None:
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            lambda task_status: trio.run_process(
+                [*CLI, "serve", "--port", "0", "--seed", "7"],
+                stdout=subprocess.PIPE,
+                check=False,
+                task_status=task_status,
+            )
+        )
+        assert process.stdout is not None
+        buffer = b""
+        with trio.fail_after(30):
+            while b"\n" not in buffer:
+                chunk = await process.stdout.receive_some()
+                assert chunk, "serve exited before printing its URL"
+                buffer += chunk
+        first = buffer.split(b"\n", 1)[0].decode()
+        assert first.startswith("listening on ws://127.0.0.1:")
+        url = first.removeprefix("listening on ")
+        with trio.fail_after(30):
+            async with open_dxlink(url) as feed:
+                quote = await feed.get_event(Quote, "SPY")
+        assert quote.event_symbol == "SPY"
+        assert quote.bid_price < quote.ask_price
+        process.terminate()
