@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from trio_dxlink import Quote, open_dxlink
 CLI = [sys.executable, "-m", "trio_dxlink"]
 
 
-async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    with trio.fail_after(timeout):
+async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(60):
         return await trio.run_process(
             [*CLI, *args], capture_stdout=True, capture_stderr=True, check=False
         )
@@ -72,14 +73,8 @@ async def test_bad_arguments_give_one_line_and_a_nonzero_exit(
 
 async def test_serve_prints_its_url_first_and_serves() -> None:
     async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            lambda task_status: trio.run_process(
-                [*CLI, "serve", "--port", "0", "--seed", "7"],
-                stdout=subprocess.PIPE,
-                check=False,
-                task_status=task_status,
-            )
-        )
+        run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
+        process = await nursery.start(run, [*CLI, "serve", "--port", "0", "--seed", "7"])
         assert process.stdout is not None
         buffer = b""
         with trio.fail_after(30):

@@ -47,7 +47,7 @@ from ._exceptions import (
 from ._messages import SubscriptionEntry
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
 from ._transport import Connector, Transport, websocket_connector
-from ._util import collapse, unwrap_group
+from ._util import raise_single, unwrap_group
 from .events import Candle, Event
 
 if sys.version_info < (3, 11):
@@ -791,6 +791,6 @@ async def open_dxlink(
                 feed._close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise collapse(group) from None
+        raise_single(group)
     finally:
         feed._close()

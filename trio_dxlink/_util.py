@@ -10,7 +10,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["collapse", "unwrap_group"]
+__all__ = ["collapse", "raise_single", "unwrap_group"]
 
 
 def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -39,6 +39,22 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
+def raise_single(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise :func:`collapse` of ``group``, keeping the single exception's cause and context.
+
+    Called from an ``except`` clause: the group itself is re-raised when it cannot be collapsed.
+    """
+    single = collapse(group)
+    if single is group:
+        raise group
+    context = single.__context__
+    try:
+        raise single
+    finally:
+        single.__context__ = context  # not the group we are unwrapping
+        del single, context
+
+
 class unwrap_group:
     """A context manager that re-raises a single exception out of an exception group."""
 
@@ -46,7 +62,5 @@ class unwrap_group:
         return None
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            single = collapse(exc)
-            if single is not exc:
-                raise single from None
+        if isinstance(exc, BaseExceptionGroup) and collapse(exc) is not exc:
+            raise_single(exc)
