@@ -10,7 +10,7 @@ import sys
 import pytest
 import trio
 
-from trio_dxlink import Quote, open_dxlink
+from trio_dxlink import FeedState, Quote, ReconnectPolicy, open_dxlink
 
 CLI = [sys.executable, "-m", "trio_dxlink"]
 
@@ -71,20 +71,38 @@ async def test_bad_arguments_give_one_line_and_a_nonzero_exit(
     assert result.stdout == b""
 
 
+async def start_serve(nursery: trio.Nursery, *flags: str) -> tuple[trio.Process, str]:
+    run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
+    process: trio.Process = await nursery.start(run, [*CLI, "serve", "--port", "0", *flags])
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(30):
+        while b"\n" not in buffer:
+            chunk = await process.stdout.receive_some()
+            assert chunk, "serve exited before printing its URL"
+            buffer += chunk
+    first = buffer.split(b"\n", 1)[0].decode()
+    assert first.startswith("listening on ws://127.0.0.1:")
+    return process, first.removeprefix("listening on ")
+
+
+async def test_serve_with_a_fault_flag_drops_connections() -> None:
+    async with trio.open_nursery() as nursery:
+        process, url = await start_serve(nursery, "--drop-every", "0.3")
+        policy = ReconnectPolicy(initial_delay=0.05, jitter=0.0)
+        with trio.fail_after(30):
+            async with open_dxlink(url, reconnect=policy) as feed:
+                await feed.wait_state(FeedState.RECONNECTING)
+                await feed.wait_state(FeedState.CONNECTED)
+                assert feed.statistics().reconnects >= 1
+                quote = await feed.get_event(Quote, "SPY")
+        assert quote.event_symbol == "SPY"
+        process.terminate()
+
+
 async def test_serve_prints_its_url_first_and_serves() -> None:
     async with trio.open_nursery() as nursery:
-        run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
-        process = await nursery.start(run, [*CLI, "serve", "--port", "0", "--seed", "7"])
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(30):
-            while b"\n" not in buffer:
-                chunk = await process.stdout.receive_some()
-                assert chunk, "serve exited before printing its URL"
-                buffer += chunk
-        first = buffer.split(b"\n", 1)[0].decode()
-        assert first.startswith("listening on ws://127.0.0.1:")
-        url = first.removeprefix("listening on ")
+        process, url = await start_serve(nursery, "--seed", "7")
         with trio.fail_after(30):
             async with open_dxlink(url) as feed:
                 quote = await feed.get_event(Quote, "SPY")

@@ -77,6 +77,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--drop-every", type=float, help="fault: drop every connection every N seconds"
     )
+    serve.add_argument(
+        "--stall-every", type=float, help="fault: stop sending (without closing) every N s"
+    )
+    serve.add_argument(
+        "--stall-for", type=float, default=90.0, help="how long each stall lasts (s)"
+    )
+    serve.add_argument(
+        "--channel-error-every",
+        type=float,
+        help="fault: send ERROR on one channel of each connection every N s",
+    )
+    serve.add_argument(
+        "--close-channel-every",
+        type=float,
+        help="fault: close one channel of each connection every N s",
+    )
     return parser
 
 
@@ -224,6 +240,10 @@ async def _serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535, got {args.port}")
+    for name in ("drop_every", "stall_every", "channel_error_every", "close_channel_every"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
     config = ServerConfig(
         token=args.token,
         simulate=True,
@@ -247,11 +267,40 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"listening on {server.url}", flush=True)
         if args.reject_tokens:
             server.reject_all_tokens = True
-        if args.drop_every:
-            while True:
-                await trio.sleep(args.drop_every)
-                server.drop_all()
+        for every, fault in (
+            (args.drop_every, lambda: server.drop_all()),
+            (args.channel_error_every, lambda: _each_channel(server, "error")),
+            (args.close_channel_every, lambda: _each_channel(server, "close")),
+        ):
+            if every:
+                nursery.start_soon(_repeat, every, fault)
+        if args.stall_every:
+            nursery.start_soon(_stalls, server, args.stall_every, args.stall_for)
     return 0
+
+
+async def _repeat(every: float, fault: Any) -> None:
+    while True:
+        await trio.sleep(every)
+        fault()
+
+
+async def _stalls(server: Any, every: float, duration: float) -> None:
+    while True:
+        await trio.sleep(every)
+        server.stall()
+        await trio.sleep(duration)
+        server.resume()
+
+
+def _each_channel(server: Any, fault: str) -> None:
+    for conn in server.live:
+        if conn.channels:
+            channel = min(conn.channels)
+            if fault == "error":
+                server.send_error(conn.id, channel, "UNKNOWN", "injected by --channel-error-every")
+            else:
+                server.close_channel(conn.id, channel)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,170 @@
+"""Overflow policies and batched delivery, against the local server.
+
+A consumer is "slow" here simply by not reading while the server publishes. To know that the
+client has dispatched everything, each test publishes a sentinel event last, on the same
+connection and channel, and waits for it on a second handle: frames are handled in order, so
+once the sentinel is in, every earlier event has been routed.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import trio
+
+from trio_dxlink import (
+    FeedState,
+    Overflow,
+    Quote,
+    SlowConsumerError,
+    Subscription,
+    TimeAndSale,
+    open_dxlink,
+)
+from trio_dxlink._codec import encode_compact
+from trio_dxlink.testing import DXLinkServer
+
+SENTINEL = "ZZZ"
+
+
+async def ready(server: DXLinkServer, *symbols: str) -> None:
+    with trio.fail_after(5):
+        await server.wait_for(lambda: all(("Quote", s) in server.subscriptions() for s in symbols))
+
+
+async def publish_one_frame_each(server: DXLinkServer, quotes: list[Quote]) -> None:
+    for quote in quotes:
+        server.publish(quote)  # one FEED_DATA frame per event
+
+
+async def settle(server: DXLinkServer, sentinel: Subscription[Quote]) -> None:
+    server.publish(Quote(SENTINEL, bid_price=-1.0))
+    with trio.fail_after(5):
+        while (await sentinel.receive()).event_symbol != SENTINEL:
+            pass
+
+
+def quotes(symbol: str, n: int, start: float = 1.0) -> list[Quote]:
+    return [Quote(symbol, bid_price=start + i) for i in range(n)]
+
+
+async def test_lossless_fails_only_the_slow_handle(server: DXLinkServer) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS, max_buffer=10) as slow,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as fast,
+    ):
+        await ready(server, SENTINEL, "SPY")
+        await publish_one_frame_each(server, quotes("SPY", 11))
+        await settle(server, sentinel)
+
+        stats = slow.statistics()
+        assert (stats.received, stats.buffered, stats.dropped) == (11, 10, 1)
+        got = [(await slow.receive()).bid_price for _ in range(10)]
+        assert got == [1.0 + i for i in range(10)]  # what it held is delivered first...
+        with pytest.raises(SlowConsumerError, match="buffer of 10 events"):
+            await slow.receive()  # ...then the failure
+        with pytest.raises(SlowConsumerError):
+            await slow.receive()  # and it stays failed
+
+        fast_got = [(await fast.receive()).bid_price for _ in range(11)]
+        assert fast_got == [1.0 + i for i in range(11)]  # the other handle lost nothing
+        server.publish(Quote("SPY", bid_price=99.0))
+        with trio.fail_after(5):
+            assert (await fast.receive()).bid_price == 99.0
+        assert feed.state is FeedState.CONNECTED
+        assert ("Quote", "SPY") in server.subscriptions()
+
+
+async def test_latest_keeps_only_the_newest_per_symbol(server: DXLinkServer) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["SPY", "AAPL"], overflow=Overflow.LATEST) as rx,
+    ):
+        await ready(server, SENTINEL, "SPY", "AAPL")
+        await publish_one_frame_each(
+            server, [*quotes("SPY", 5, start=10.0), *quotes("AAPL", 3, start=20.0)]
+        )
+        await settle(server, sentinel)
+        stats = rx.statistics()
+        assert (stats.received, stats.buffered, stats.conflated, stats.dropped) == (8, 2, 6, 0)
+        batch = await rx.receive_batch()
+        assert {(q.event_symbol, q.bid_price) for q in batch} == {("SPY", 14.0), ("AAPL", 22.0)}
+        assert rx.statistics().delivered == 2
+
+
+async def test_latest_is_the_default_for_quotes_lossless_for_indexed(
+    server: DXLinkServer,
+) -> None:
+    async with open_dxlink(server.url) as feed:
+        assert feed.subscribe(Quote, ["SPY"]).overflow is Overflow.LATEST
+        assert feed.subscribe(TimeAndSale, ["SPY"]).overflow is Overflow.LOSSLESS
+
+
+async def test_drop_oldest_keeps_the_newest_n(server: DXLinkServer) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.DROP_OLDEST, max_buffer=3) as rx,
+    ):
+        await ready(server, SENTINEL, "SPY")
+        await publish_one_frame_each(server, quotes("SPY", 10))
+        await settle(server, sentinel)
+        stats = rx.statistics()
+        assert (stats.received, stats.buffered, stats.dropped) == (10, 3, 7)
+        got = [(await rx.receive()).bid_price for _ in range(3)]
+        assert got == [8.0, 9.0, 10.0]
+        assert rx.statistics().delivered == 3
+
+
+async def test_one_frame_is_one_batch_and_iteration_stays_in_order(
+    server: DXLinkServer,
+) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["A", "B", "C"], overflow=Overflow.LOSSLESS) as rx,
+    ):
+        await ready(server, SENTINEL, "A", "B", "C")
+        burst = [Quote(s, bid_price=float(i)) for i in range(30) for s in "ABC"]
+        server.publish_many(burst)  # the server packs these into frames of up to 100
+        await settle(server, sentinel)
+        batch = await rx.receive_batch()
+        assert len(batch) == 90  # one frame in, one batch out
+        assert [(q.event_symbol, q.bid_price) for q in batch] == [
+            (q.event_symbol, q.bid_price) for q in burst
+        ]
+        server.publish_many(burst[:6])
+        with trio.fail_after(5):
+            seen = [await rx.receive() for _ in range(6)]
+        assert [q.bid_price for q in seen] == [q.bid_price for q in burst[:6]]
+
+
+async def test_events_for_unsubscribed_symbols_are_counted_not_delivered(
+    server: DXLinkServer,
+) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["SPY"]) as rx,
+    ):
+        await ready(server, SENTINEL, "SPY")
+        rx.remove(["SPY"])
+        rx.add(["QQQ"])
+        with trio.fail_after(5):
+            await server.wait_for(lambda: ("Quote", "SPY") not in server.subscriptions())
+        # The server still has SPY in flight for a moment; pretend it sent one late.
+        conn = server.connection(1)
+        (channel,) = [
+            cid
+            for cid, ch in conn.channels.items()
+            if (("Quote", SENTINEL, None) in ch.subscriptions)
+        ]
+        row = encode_compact([Quote("SPY", bid_price=1.0)], Quote.wire_fields())
+        frame = {"type": "FEED_DATA", "channel": channel, "data": ["Quote", row]}
+        server.send_raw(1, orjson.dumps(frame).decode())
+        await settle(server, sentinel)
+        assert feed.statistics().events_unrouted == 1
+        assert rx.statistics().received == 0

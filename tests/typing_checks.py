@@ -1,0 +1,27 @@
+"""Static typing checks, run by ``mypy --strict tests/typing_checks.py`` in CI (never executed).
+
+``assert_type`` fails the type check if the inferred type differs.
+"""
+
+from __future__ import annotations
+
+from typing_extensions import assert_type
+
+from trio_dxlink import Candle, DXLinkFeed, Quote, Subscription
+
+
+async def subscription_types(feed: DXLinkFeed) -> None:
+    async with feed.subscribe(Quote, ["SPY"]) as rx:
+        assert_type(rx, Subscription[Quote])
+        async for quote in rx:
+            assert_type(quote, Quote)
+            assert_type(quote.bid_price, float)
+        assert_type(await rx.receive(), Quote)
+        assert_type(await rx.receive_batch(), list[Quote])
+        async for batch in rx.batches():
+            assert_type(batch, list[Quote])
+    async with feed.subscribe(Candle, ["AAPL{=5m}"], from_time=0) as candles:
+        async for candle in candles:
+            assert_type(candle.close, float)
+            assert_type(candle.snapshot_end, bool)
+    assert_type(await feed.get_event(Quote, "SPY"), Quote)
