@@ -408,3 +408,20 @@ async def test_server_timeout_close_surfaces(autojump_clock: trio.testing.MockCl
         assert srv.connection(1).closed
         if isinstance(info.value, ServerError):
             assert info.value.code == "TIMEOUT"
+
+
+async def test_wildcard_handle_sees_every_symbol_alongside_specific_ones(
+    server: DXLinkServer,
+) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Trade, ["*"], overflow=Overflow.LOSSLESS) as everything,
+        feed.subscribe(Trade, ["SPY"], overflow=Overflow.LOSSLESS) as spy,
+    ):
+        await subscribed(server, "Trade", "SPY")
+        await subscribed(server, "Trade", "*")
+        server.publish(Trade("SPY", price=1.0), Trade("QQQ", price=2.0))
+        with trio.fail_after(5):
+            assert [(await everything.receive()).event_symbol for _ in range(2)] == ["SPY", "QQQ"]
+            assert (await spy.receive()).event_symbol == "SPY"
+        assert spy.statistics().received == 1

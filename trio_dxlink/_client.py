@@ -471,6 +471,11 @@ class DXLinkFeed:
                     per_handle[handle] = [event]
                 else:
                     bucket.append(event)
+            if wild is not None and route is not wild:
+                wild.last = event
+                for handle in wild.handles:  # wildcard handles see every symbol
+                    if handle not in route.handles:
+                        per_handle.setdefault(handle, []).append(event)
         self._unrouted += unrouted
         for handle, bucket in per_handle.items():
             handle._push(bucket)
