@@ -23,6 +23,7 @@ import contextlib
 import enum
 import logging
 import math
+import operator
 import random
 import sys
 import time
@@ -70,6 +71,8 @@ E = TypeVar("E", bound=Event)
 
 _CLOSE_GRACE = 2.0
 """Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
+
+_SYMBOL = operator.attrgetter("event_symbol")
 
 FATAL_SERVER_ERRORS = frozenset({"UNSUPPORTED_PROTOCOL"})
 """Connection-level ERROR codes after which reconnecting is pointless."""
@@ -188,11 +191,10 @@ class _TokenRejected(AuthenticationError):
 
 
 class _Route:
-    __slots__ = ("handles", "last")
+    __slots__ = ("handles",)
 
     def __init__(self) -> None:
         self.handles: list[Subscription[Any]] = []
-        self.last: Event | None = None
 
 
 class _Live:
@@ -263,6 +265,8 @@ class DXLinkFeed:
         self._wire: dict[tuple[str, str, str | None], dict[Subscription[Any], None]] = {}
         self._entries: dict[tuple[str, str, str | None], SubscriptionEntry] = {}
         self._routes: dict[str, dict[str, _Route]] = {}
+        self._handles_of: dict[str, dict[Subscription[Any], None]] = {}
+        self._latest: dict[str, dict[str, Event]] = {}  # last event per routed symbol
         # counters
         self._reconnects = 0
         self._losses = 0
@@ -321,10 +325,10 @@ class DXLinkFeed:
 
         Bound the wait with :func:`trio.move_on_after` / :func:`trio.fail_after`.
         """
-        route = self._routes.get(event_type.EVENT_TYPE, {}).get(symbol)
-        if route is not None and route.last is not None:
+        last = self._latest.get(event_type.EVENT_TYPE, {}).get(symbol)
+        if last is not None:
             await trio.lowlevel.checkpoint()
-            return route.last  # type: ignore[return-value]
+            return last  # type: ignore[return-value]
         async with self.subscribe(event_type, [symbol], overflow=Overflow.LATEST) as rx:
             return await rx.receive()
 
@@ -360,10 +364,12 @@ class DXLinkFeed:
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         self._handles[handle] = None
+        self._handles_of.setdefault(handle.event_type.EVENT_TYPE, {})[handle] = None
         self._add_symbols(handle, handle.symbols)
 
     def _detach(self, handle: Subscription[Any]) -> None:
         if self._handles.pop(handle, False) is not False:
+            self._handles_of[handle.event_type.EVENT_TYPE].pop(handle, None)
             self._remove_symbols(handle, handle.symbols)
 
     def _detach_failed(self, handle: Subscription[Any]) -> None:
@@ -405,6 +411,7 @@ class DXLinkFeed:
                     route.handles.remove(handle)
                     if not route.handles:
                         del table[alias]
+                        self._latest.get(name, {}).pop(alias, None)
             key = (name, symbol, handle.source)
             holders = self._wire.get(key)
             if holders is None or handle not in holders:
@@ -446,12 +453,34 @@ class DXLinkFeed:
     # --- dispatch ---
 
     def _dispatch(self, batch: c.FeedEvents) -> None:
+        """Hand each handle its share of one decoded batch (synchronous; never blocks)."""
         events = batch.events
+        name = batch.event_type.EVENT_TYPE
         self._events += len(events)
-        table = self._routes.get(batch.event_type.EVENT_TYPE)
+        table = self._routes.get(name)
         if not table:
             self._unrouted += len(events)
             return
+        latest = self._latest.setdefault(name, {})
+        handles = self._handles_of[name]
+        if len(handles) == 1 and "*" not in table:
+            # The common case, one handle for the type: no per-event routing at all.
+            (handle,) = handles
+            if handle.source is None:
+                symbols = list(map(_SYMBOL, events))
+                if not all(map(table.__contains__, symbols)):
+                    events = [e for e, s in zip(events, symbols, strict=True) if s in table]
+                    self._unrouted += len(symbols) - len(events)
+                    symbols = list(map(_SYMBOL, events))
+                latest.update(zip(symbols, events, strict=True))
+                if events:
+                    handle._push(events)
+                return
+        self._route_each(table, latest, events)
+
+    def _route_each(
+        self, table: dict[str, _Route], latest: dict[str, Event], events: list[Event]
+    ) -> None:
         wild = table.get("*")
         per_handle: dict[Subscription[Any], list[Event]] = {}
         unrouted = 0
@@ -462,7 +491,8 @@ class DXLinkFeed:
                     unrouted += 1
                     continue
                 route = wild
-            route.last = event
+            else:
+                latest[event.event_symbol] = event
             for handle in route.handles:
                 if handle.source is not None and getattr(event, "source", None) != handle.source:
                     continue
@@ -472,7 +502,6 @@ class DXLinkFeed:
                 else:
                     bucket.append(event)
             if wild is not None and route is not wild:
-                wild.last = event
                 for handle in wild.handles:  # wildcard handles see every symbol
                     if handle not in route.handles:
                         per_handle.setdefault(handle, []).append(event)

@@ -7,8 +7,9 @@ subscription when no other handle needs it.
 Delivery is batched. The connection's reader decodes a whole FEED_DATA message and hands each
 handle its share in one synchronous call (:meth:`Subscription._push`), which never blocks and never
 waits for the consumer. The consumer takes whole batches off the buffer and iterates them locally,
-so ``async for event in rx`` costs no scheduler round-trip per event: it is a cancellation point
-for every event (``trio.lowlevel.checkpoint_if_cancelled``) and a full checkpoint per batch.
+so ``async for event in rx`` costs no scheduler round-trip per event: it is a full checkpoint
+once per batch and a cancellation point (``trio.lowlevel.checkpoint_if_cancelled``) every 64
+events within one, which keeps a cancelled consumer responsive without paying ~0.6 µs per event.
 
 Why not a plain trio memory channel? A memory channel either blocks its sender (here: the socket
 reader, which would stall every other subscription and the keepalive) or needs an unbounded
@@ -49,6 +50,9 @@ __all__ = ["Overflow", "Subscription", "SubscriptionStatistics"]
 E = TypeVar("E", bound=Event)
 
 DEFAULT_MAX_BUFFER = 100_000
+
+_CANCEL_CHECK_MASK = 63
+"""Within a batch, iteration is a cancellation point every 64 events (it costs ~0.6 µs)."""
 
 
 class Overflow(enum.Enum):
@@ -204,8 +208,9 @@ class Subscription(Generic[E]):
     async def __anext__(self) -> E:
         pos = self._pos
         if pos < len(self._ready):
-            await trio.lowlevel.checkpoint_if_cancelled()
             self._pos = pos + 1
+            if not pos & _CANCEL_CHECK_MASK:
+                await trio.lowlevel.checkpoint_if_cancelled()
             return self._ready[pos]
         try:
             await self._refill()
@@ -226,8 +231,9 @@ class Subscription(Generic[E]):
         """
         pos = self._pos
         if pos < len(self._ready):
-            await trio.lowlevel.checkpoint_if_cancelled()
             self._pos = pos + 1
+            if not pos & _CANCEL_CHECK_MASK:
+                await trio.lowlevel.checkpoint_if_cancelled()
             return self._ready[pos]
         await self._refill()
         self._pos = 1
