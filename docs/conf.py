@@ -5,16 +5,17 @@ author = "trio_dxlink developers"
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
-    "sphinx.ext.intersphinx",
     "sphinxcontrib_trio",
     "myst_parser",
 ]
+# No intersphinx: the docs must build offline with -W, and an unreachable inventory is a warning.
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
 html_theme = "furo"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-intersphinx_mapping = {
-    "python": ("https://docs.python.org/3", None),
-    "trio": ("https://trio.readthedocs.io/en/stable", None),
-}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+# Generate anchors for ## and ### headings so that [text](#heading) links work in Markdown pages.
+myst_heading_anchors = 3
 nitpicky = False

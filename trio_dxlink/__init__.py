@@ -52,7 +52,7 @@ from ._exceptions import (
     SubscriptionError,
 )
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
-from ._transport import Connector, Transport, websocket_connector
+from ._transport import Connector, Transport, websocket_connector, websockets_connector
 from .events import (
     EVENT_TYPES,
     AnalyticOrder,
@@ -143,4 +143,5 @@ __all__ = [
     "sequence_from_index",
     "time_from_index",
     "websocket_connector",
+    "websockets_connector",
 ]
