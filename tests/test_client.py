@@ -19,6 +19,7 @@ from trio_dxlink import (
     Overflow,
     Quote,
     QuoteToken,
+    ReconnectPolicy,
     ServerError,
     SubscriptionClosedError,
     Trade,
@@ -425,3 +426,28 @@ async def test_wildcard_handle_sees_every_symbol_alongside_specific_ones(
             assert [(await everything.receive()).event_symbol for _ in range(2)] == ["SPY", "QQQ"]
             assert (await spy.receive()).event_symbol == "SPY"
         assert spy.statistics().received == 1
+
+
+async def test_the_websockets_transport_works_end_to_end(server: DXLinkServer) -> None:
+    pytest.importorskip("websockets.trio.client")
+    from trio_dxlink import websockets_connector
+
+    policy = ReconnectPolicy(initial_delay=0.01, jitter=0.0)
+    before = task_count()
+    async with (
+        open_dxlink(server.url, connector=websockets_connector(), reconnect=policy) as feed,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
+    ):
+        await subscribed(server, "Quote", "SPY")
+        server.publish(Quote("SPY", bid_price=1.25))
+        with trio.fail_after(5):
+            assert (await rx.receive()).bid_price == 1.25
+        server.drop_all()
+        with trio.fail_after(5):
+            await server.wait_for(lambda: len(server.connections) == 2)
+        await subscribed(server, "Quote", "SPY")
+        server.publish(Quote("SPY", bid_price=2.5))
+        with trio.fail_after(5):
+            while (await rx.receive()).bid_price != 2.5:
+                pass
+    assert task_count() == before

@@ -180,7 +180,7 @@ def websockets_connector(
             return message
 
         async def aclose(self) -> None:
-            await self._ws.close()
+            await self._ws.aclose()
 
     @asynccontextmanager
     async def connect(url: str) -> AsyncIterator[Transport]:
