@@ -168,3 +168,22 @@ async def test_events_for_unsubscribed_symbols_are_counted_not_delivered(
         await settle(server, sentinel)
         assert feed.statistics().events_unrouted == 1
         assert rx.statistics().received == 0
+
+
+async def test_a_cancelled_receive_loses_nothing(server: DXLinkServer) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
+    ):
+        await ready(server, SENTINEL, "SPY")
+        await publish_one_frame_each(server, quotes("SPY", 3))
+        await settle(server, sentinel)
+        for attempt in (rx.receive, rx.receive_batch, rx.__anext__):
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await attempt()
+            assert scope.cancelled_caught
+        got = [(await rx.receive()).bid_price for _ in range(3)]
+        assert got == [1.0, 2.0, 3.0]
+        assert rx.statistics().delivered <= 3

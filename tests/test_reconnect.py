@@ -230,7 +230,9 @@ async def test_multi_megabyte_feed_data_is_accepted() -> None:
         open_dxlink(srv.url) as feed,
     ):
         symbols = [f"SYM{i}" for i in range(30_000)]
-        async with feed.subscribe(Quote, symbols, overflow=Overflow.LOSSLESS) as rx:
+        async with feed.subscribe(
+            Quote, symbols, overflow=Overflow.LOSSLESS, max_buffer=50_000
+        ) as rx:
             with trio.fail_after(30):
                 await srv.wait_for(lambda: len(srv.subscriptions("Quote")) == 30_000)
             events = [Quote(s, bid_price=1.0, ask_price=2.0, bid_size=3.0) for s in symbols]

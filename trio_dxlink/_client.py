@@ -27,7 +27,7 @@ import operator
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -605,6 +605,7 @@ class DXLinkFeed:
             self._live = live
             try:
                 await _run_tasks(
+                    lambda: self._closing,
                     self._writer(live),
                     self._keepalive(live),
                     self._reader(live, task_status, connected_at),
@@ -731,8 +732,13 @@ class DXLinkFeed:
             handle._fail(error)
 
 
-async def _run_tasks(*coros: Any) -> None:
-    """Run coroutines as sibling tasks; the first to fail cancels the rest and is raised alone."""
+async def _run_tasks(closing: Callable[[], bool], *coros: Any) -> None:
+    """Run coroutines as sibling tasks; the first to fail cancels the rest and is raised alone.
+
+    While ``closing()`` is true (the block is being left and the WebSocket close handshake is
+    under way) a task that sees the connection end just waits to be cancelled, so the
+    handshake can finish instead of being cut short.
+    """
     async with trio.open_nursery() as nursery:
         failure: list[BaseException] = []
 
@@ -741,6 +747,12 @@ async def _run_tasks(*coros: Any) -> None:
                 await coro
             except trio.Cancelled:
                 raise
+            except ConnectionClosedError:
+                if closing():
+                    await trio.sleep_forever()
+                if not failure:
+                    failure.append(sys.exc_info()[1])  # type: ignore[arg-type]
+                nursery.cancel_scope.cancel()
             except BaseException as exc:
                 if not failure:
                     failure.append(exc)

@@ -49,7 +49,7 @@ __all__ = ["Overflow", "Subscription", "SubscriptionStatistics"]
 
 E = TypeVar("E", bound=Event)
 
-DEFAULT_MAX_BUFFER = 100_000
+DEFAULT_MAX_BUFFER = 25_000
 
 _CANCEL_CHECK_MASK = 63
 """Within a batch, iteration is a cancellation point every 64 events (it costs ~0.6 µs)."""
@@ -209,7 +209,7 @@ class Subscription(Generic[E]):
         pos = self._pos
         if pos < len(self._ready):
             self._pos = pos + 1
-            if not pos & _CANCEL_CHECK_MASK:
+            if pos & _CANCEL_CHECK_MASK == _CANCEL_CHECK_MASK:
                 await trio.lowlevel.checkpoint_if_cancelled()
             return self._ready[pos]
         try:
@@ -231,9 +231,8 @@ class Subscription(Generic[E]):
         """
         pos = self._pos
         if pos < len(self._ready):
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._pos = pos + 1
-            if not pos & _CANCEL_CHECK_MASK:
-                await trio.lowlevel.checkpoint_if_cancelled()
             return self._ready[pos]
         await self._refill()
         self._pos = 1
@@ -242,9 +241,10 @@ class Subscription(Generic[E]):
     async def receive_batch(self) -> list[E]:
         """Every event available now, in arrival order (waits until there is at least one)."""
         if self._pos < len(self._ready):
+            await trio.lowlevel.checkpoint_if_cancelled()
             batch = self._ready[self._pos :]
             self._ready, self._pos = [], 0
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return batch
         await self._refill()
         batch, self._ready, self._pos = self._ready, [], 0
@@ -281,7 +281,10 @@ class Subscription(Generic[E]):
                 latest[event.event_symbol] = event
             added = len(latest) - before
             self._conflated += n - added
-            while len(latest) > self.max_buffer:
+            # Conflation is naturally bounded by the symbols subscribed; max_buffer only
+            # bounds what a wildcard ("*") handle may collect.
+            limit = max(self.max_buffer, len(self._symbols))
+            while len(latest) > limit:
                 del latest[next(iter(latest))]
                 self._dropped += 1
         elif policy is Overflow.LOSSLESS:
@@ -353,9 +356,14 @@ class Subscription(Generic[E]):
         return batch
 
     async def _refill(self) -> None:
+        # Cancellation is checked before anything is taken; once a batch is taken it is stored
+        # before the (shielded) schedule point, so a cancelled reader never loses events.
+        await trio.lowlevel.checkpoint_if_cancelled()
         batch = self._take()
         if batch:
-            await trio.lowlevel.checkpoint()
+            self._ready, self._pos = batch, 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         while not batch:
             if self._error is not None:
                 raise self._error
