@@ -301,7 +301,9 @@ class DXLinkFeed:
             source: for order events, the order source (``"NTV"``).
             overflow: what to do when the consumer falls behind; default ``LATEST`` for
                 non-indexed events and ``LOSSLESS`` for indexed ones.
-            max_buffer: the bound on buffered events (LATEST: on distinct symbols).
+            max_buffer: the bound on buffered events (default 25,000). A LATEST handle keeps one
+                event per symbol, so it is bounded by its symbols; max_buffer then only caps
+                what a wildcard ("*") handle collects.
             notify_gaps: raise :class:`~trio_dxlink.DataGapError` from the handle, once, where
                 a lost connection may have left a gap in its events (it can be read on after).
         """
