@@ -109,3 +109,25 @@ async def test_serve_prints_its_url_first_and_serves() -> None:
         assert quote.event_symbol == "SPY"
         assert quote.bid_price < quote.ask_price
         process.terminate()
+
+
+async def test_a_closed_pipe_ends_the_stream_quietly() -> None:
+    async with trio.open_nursery() as nursery:
+        run = functools.partial(
+            trio.run_process, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False
+        )
+        process: trio.Process = await nursery.start(
+            run, [*CLI, "stream", "Quote", "SPY", "AAPL", "--json", "--duration", "30"]
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        with trio.fail_after(30):
+            first = await process.stdout.receive_some()
+            assert first.startswith(b"{")
+            await process.stdout.aclose()  # like `| head -1`
+            errors = b""
+            while chunk := await process.stderr.receive_some():
+                errors += chunk
+            await process.wait()
+    assert process.returncode == 0
+    assert b"Traceback" not in errors

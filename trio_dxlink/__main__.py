@@ -26,6 +26,7 @@ import trio
 from ._client import NO_RECONNECT, ReconnectPolicy, open_dxlink
 from ._codec import encode_full
 from ._exceptions import DXLinkError
+from ._util import unwrap_group
 from .events import EVENT_TYPES, Event, event_class
 
 __all__ = ["main"]
@@ -310,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     run = _stream if args.command == "stream" else _serve
     try:
-        return trio.run(run, args)
+        with unwrap_group():
+            return trio.run(run, args)
     except UsageError as exc:
         print(f"trio-dxlink: error: {exc}", file=sys.stderr)
         return 2
@@ -320,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python from complaining
+        # about the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
 
 

@@ -76,6 +76,7 @@ from .._messages import (
     from_wire,
     parse_json,
 )
+from .._util import unwrap_group
 from ..events import (
     EVENT_TYPES,
     Candle,
@@ -1090,13 +1091,15 @@ async def open_dxlink_server(
 ) -> AsyncIterator[DXLinkServer]:
     """Run a local DXLink server for the duration of an ``async with`` block.
 
-    Yields the :class:`DXLinkServer`; on exit every connection and task is cancelled.
+    Yields the :class:`DXLinkServer`; on exit every connection and task is cancelled. An
+    exception raised in the block comes out as itself, not wrapped in an exception group.
     """
-    async with trio.open_nursery() as nursery:
-        server: DXLinkServer = await nursery.start(
-            functools.partial(serve_dxlink, host=host, port=port, config=config, market=market)
-        )
-        try:
-            yield server
-        finally:
-            nursery.cancel_scope.cancel()
+    with unwrap_group():
+        async with trio.open_nursery() as nursery:
+            server: DXLinkServer = await nursery.start(
+                functools.partial(serve_dxlink, host=host, port=port, config=config, market=market)
+            )
+            try:
+                yield server
+            finally:
+                nursery.cancel_scope.cancel()
