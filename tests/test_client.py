@@ -16,6 +16,7 @@ from trio_dxlink import (
     ConnectionClosedError,
     EventFlag,
     FeedState,
+    Order,
     Overflow,
     Quote,
     QuoteToken,
@@ -373,6 +374,12 @@ async def test_subscribe_rejects_bad_arguments(server: DXLinkServer) -> None:
             feed.subscribe(Quote, [""])
         with pytest.raises(TypeError):
             feed.subscribe(str, ["SPY"])  # type: ignore[type-var]
+        with pytest.raises(ValueError, match="from_time is for time-series"):
+            feed.subscribe(Quote, ["SPY"], from_time=0)
+        with pytest.raises(ValueError, match="source is for order-book"):
+            feed.subscribe(Candle, ["SPY{=d}"], source="NTV")
+        with pytest.raises(ValueError, match="max_buffer"):
+            feed.subscribe(Quote, ["SPY"], max_buffer=0)
 
 
 # --- keepalive ---
@@ -451,3 +458,29 @@ async def test_the_websockets_transport_works_end_to_end(server: DXLinkServer) -
             while (await rx.receive()).bid_price != 2.5:
                 pass
     assert task_count() == before
+
+
+async def test_order_sources_are_separate_subscriptions(server: DXLinkServer) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Order, ["AAPL"], source="NTV") as book,
+        feed.subscribe(Order, ["AAPL"], source="ntv") as levels,
+    ):
+        with trio.fail_after(5):
+            await server.wait_for(lambda: len(server.subscriptions("Order")) == 1)
+        entries = [
+            e
+            for m in server.connection(1).received
+            if isinstance(m, FeedSubscription)
+            for e in m.add or ()
+        ]
+        assert sorted(e.source or "" for e in entries) == ["NTV", "ntv"]
+        server.publish(
+            Order("AAPL", source="ntv", index=1, price=10.0),
+            Order("AAPL", source="NTV", index=2, price=11.0),
+        )
+        with trio.fail_after(5):
+            assert (await book.receive()).price == 11.0
+            assert (await levels.receive()).price == 10.0
+        assert book.statistics().received == 1
+        assert levels.statistics().received == 1

@@ -49,7 +49,7 @@ from ._messages import SubscriptionEntry
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
 from ._transport import Connector, Transport, websocket_connector
 from ._util import raise_single, unwrap_group
-from .events import Candle, Event
+from .events import Candle, Event, IndexedEvent, TimeSeriesEvent
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -309,6 +309,18 @@ class DXLinkFeed:
         """
         if not (isinstance(event_type, type) and issubclass(event_type, Event)):
             raise TypeError(f"event_type must be an event class, got {event_type!r}")
+        if from_time is not None and not issubclass(event_type, TimeSeriesEvent):
+            raise ValueError(
+                f"from_time is for time-series events (Candle, TimeAndSale, Greeks, ...),"
+                f" not {event_type.__name__}"
+            )
+        if source is not None and (
+            not issubclass(event_type, IndexedEvent) or issubclass(event_type, TimeSeriesEvent)
+        ):
+            raise ValueError(
+                f"source is for order-book events (Order, SpreadOrder, ...),"
+                f" not {event_type.__name__}"
+            )
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         return Subscription(
