@@ -10,6 +10,7 @@ import os
 import random
 import time
 import tracemalloc
+from typing import Any
 
 import orjson
 import pytest
@@ -19,6 +20,7 @@ import trio.testing
 from trio_dxlink import (
     AuthenticationError,
     ChannelError,
+    ConnectError,
     ConnectionClosedError,
     DataGapError,
     FeedState,
@@ -407,3 +409,55 @@ async def test_soak_drops_every_few_hundred_ms() -> None:
         assert feed.statistics().reconnects >= rounds - 1
         if baseline is not None:
             assert current - baseline < 2_000_000, (baseline, current)
+
+
+class FlakySession:
+    """A session whose token service fails now and then."""
+
+    def __init__(self, url: str, failures: set[int]) -> None:
+        self.url = url
+        self.failures = failures
+        self.calls = 0
+
+    async def get_quote_token(self) -> tuple[str, str]:
+        await trio.lowlevel.checkpoint()
+        self.calls += 1
+        if self.calls in self.failures:
+            raise OSError("token service unreachable")
+        return ("secret", self.url)
+
+
+async def test_a_failing_session_is_retried_on_reconnect(token_server: DXLinkServer) -> None:
+    session = FlakySession(token_server.url, failures={2, 3})
+    async with (
+        open_dxlink(session, reconnect=FAST) as feed,
+        feed.subscribe(Quote, ["SPY"]) as rx,
+    ):
+        await until(token_server, lambda: ("Quote", "SPY") in token_server.subscriptions())
+        token_server.drop_all()
+        await until(token_server, lambda: len(token_server.connections) == 2)
+        await until(token_server, lambda: ("Quote", "SPY") in token_server.subscriptions())
+        assert session.calls == 4
+        assert "token service unreachable" in str(feed.statistics().reason)
+        token_server.publish(Quote("SPY", bid_price=3.0))
+        with trio.fail_after(5):
+            while (await rx.receive()).bid_price != 3.0:
+                pass
+
+
+async def test_a_session_failing_at_first_is_a_connect_error(server: DXLinkServer) -> None:
+    with pytest.raises(ConnectError, match="token service unreachable"):
+        async with open_dxlink(FlakySession(server.url, failures={1})):
+            pass
+
+
+class BadSession:
+    async def get_quote_token(self) -> Any:
+        await trio.lowlevel.checkpoint()
+        return "just-a-token"
+
+
+async def test_a_session_returning_nonsense_is_an_authentication_error() -> None:
+    with pytest.raises(AuthenticationError, match="must return a QuoteToken"):
+        async with open_dxlink(BadSession()):
+            pass

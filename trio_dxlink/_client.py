@@ -40,6 +40,7 @@ from ._connection import ClientConnection
 from ._exceptions import (
     AuthenticationError,
     ChannelError,
+    ConnectError,
     ConnectionClosedError,
     DXLinkError,
     GaveUpError,
@@ -597,9 +598,7 @@ class DXLinkFeed:
     async def _connect_once(
         self, task_status: trio.TaskStatus[None], connected_at: list[float]
     ) -> None:
-        token = await self._source.get_quote_token()
-        if isinstance(token, tuple):
-            token = QuoteToken(token[0], token[1])
+        token = await self._fetch_token()
         with unwrap_group():
             await self._connection(token, task_status, connected_at)
 
@@ -706,13 +705,35 @@ class DXLinkFeed:
             if core.wants_to_send:
                 live.wake()
 
+    async def _fetch_token(self) -> QuoteToken:
+        """Ask the session for a token; its failures become retryable :class:`ConnectError`."""
+        try:
+            token = await self._source.get_quote_token()
+        except (trio.Cancelled, DXLinkError):
+            raise
+        except Exception as exc:
+            raise ConnectError(
+                f"the session could not supply a token: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(token, tuple) and len(token) == 2:
+            token = QuoteToken(*token)
+        if not (
+            isinstance(token, QuoteToken)
+            and isinstance(token.token, str)
+            and isinstance(token.url, str)
+            and token.url.startswith(("ws://", "wss://"))
+        ):
+            raise AuthenticationError(
+                "get_quote_token() must return a QuoteToken or a (token, url) pair with a"
+                f" ws:// or wss:// URL, not a {type(token).__name__}"
+            )
+        return token
+
     async def _token_renewer(self, live: _Live, token: QuoteToken) -> None:
         while token.expires_at is not None:
             wait = token.expires_at - time.time() - self._token_refresh_margin
             await trio.sleep(max(0.0, wait))
-            fresh = await self._source.get_quote_token()
-            if isinstance(fresh, tuple):
-                fresh = QuoteToken(fresh[0], fresh[1])
+            fresh = await self._fetch_token()
             if fresh.expires_at is not None and fresh.expires_at <= (token.expires_at or 0):
                 log.warning("the session returned a token that expires no later than the old one")
                 await trio.sleep(max(1.0, self._token_refresh_margin / 2))
