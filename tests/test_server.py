@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -62,6 +63,8 @@ class Client:
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
+        self.announced: list[dict[str, Any]] = []
+        """FEED_CONFIG announcements of eventFields skipped while waiting for FEED_DATA."""
         self.guard = 10.0
         """Seconds (virtual under autojump_clock) a wait may take before the test fails."""
 
@@ -78,6 +81,9 @@ class Client:
 
     async def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
         msg = await self.recv()
+        while kind == "FEED_DATA" and msg["type"] == "FEED_CONFIG" and "eventFields" in msg:
+            self.announced.append(msg)  # the fields a type's data will come in (by default)
+            msg = await self.recv()
         assert msg["type"] == kind, msg
         for key, value in fields.items():
             assert msg[key] == value, msg
@@ -170,13 +176,19 @@ async def ready_client(
     *,
     fields: dict[str, list[str]] | None = None,
     data_format: str | None = "COMPACT",
+    announce: bool = False,
 ) -> AsyncIterator[tuple[DXLinkServer, Client]]:
-    """A server and a client that has done the handshake and opened FEED channel 1."""
+    """A server and a client that has done the handshake and opened FEED channel 1.
+
+    Unless ``announce`` is set, the server does not announce fields the client chose itself
+    (the tastytrade-like mode), so data follows subscriptions directly.
+    """
+    config = attrs.evolve(config or ServerConfig(), event_fields_in_config=announce)
     async with (
         open_dxlink_server(config=config, market=market or pinned_market()) as server,
         connect(server) as client,
     ):
-        await client.handshake(token=config.token if config else None)
+        await client.handshake(token=config.token)
         await client.open_feed(1, fields=fields, data_format=data_format)
         yield server, client
 
@@ -445,7 +457,7 @@ async def test_one_pair_per_message_by_default_and_more_when_configured() -> Non
 async def test_event_fields_in_config_announces_before_first_data_only() -> None:
     fields = {"Quote": ["eventSymbol", "bidPrice"]}
     config = ServerConfig(event_fields_in_config=True)
-    async with ready_client(config, fields=fields) as (server, client):
+    async with ready_client(config, fields=fields, announce=True) as (server, client):
         await client.subscribe(add=[{"type": "Quote", "symbol": "S"}])
         await subscribed(server, "Quote", "S")
         server.publish(Quote("S", bid_price=1.0))

@@ -11,8 +11,8 @@ server does (protocol reference §2-§4, §6.7 and §10):
   parameters plus ``"subFormat": "LIST"``; FEED_CONFIG answers FEED_SETUP without eventFields;
 * COMPACT data with exactly the requested fields in the requested order (one type pair per
   message by default), FULL on request; eventFields are announced in a FEED_CONFIG just before
-  the first FEED_DATA of a type only when the client never chose that type's fields (or when
-  ``event_fields_in_config`` asks for it);
+  the first FEED_DATA of a type (always by default; with ``event_fields_in_config=False`` only
+  when the client never chose that type's fields);
 * KEEPALIVE when the server has sent nothing for half the client's keepaliveTimeout; ERROR
   TIMEOUT and a close when the client has been silent for the server's own keepaliveTimeout;
 * ERROR INVALID_MESSAGE for a frame that is not a JSON object with ``type`` and ``channel``;
@@ -150,7 +150,10 @@ class ServerConfig:
         simulate: make up initial values, history and periodic updates from the market.
         update_interval: seconds between simulated updates.
         event_fields_in_config: announce ``eventFields`` for a type in a FEED_CONFIG just before
-            its first FEED_DATA even when the client chose the fields itself.
+            its first FEED_DATA even when the client chose the fields itself (the default, as
+            the dxFeed demo does: dxFeed's own JavaScript client decodes COMPACT data only by
+            announced fields). Turn it off to mimic a server that never announces them, as
+            tastytrade's reply to FEED_SETUP does not.
         data_format_override: ``"FULL"`` or ``"COMPACT"`` whatever the client asks for.
         pairs_per_message: COMPACT (type, values) pairs per FEED_DATA message.
         version: the ``version`` of the server's SETUP.
@@ -166,7 +169,7 @@ class ServerConfig:
     max_message_size: int = attrs.field(default=2**20, validator=_positive)
     simulate: bool = False
     update_interval: float = attrs.field(default=0.1, validator=_positive)
-    event_fields_in_config: bool = False
+    event_fields_in_config: bool = True
     data_format_override: str | None = attrs.field(default=None, validator=_data_format)
     pairs_per_message: int = attrs.field(default=1, validator=_positive)
     version: str = "1.0-trio_dxlink-local"
@@ -531,8 +534,8 @@ class ServerConnection:
         config = self._server.config
         name = cls.EVENT_TYPE
         chose = bool(channel.event_fields.get(name))
-        if not (config.event_fields_in_config or (channel.data_format == "COMPACT" and not chose)):
-            return
+        if channel.data_format != "COMPACT" or not (config.event_fields_in_config or not chose):
+            return  # FULL data names its fields itself
         layout = channel.layout(cls)
         if channel.announced.get(name) == layout:
             return
