@@ -57,34 +57,33 @@ async def test_drop_resumes_on_the_same_handle_with_full_replay(server: DXLinkSe
         feed.subscribe(Quote, ["SPY", "AAPL"]) as quotes,
         feed.subscribe(Trade, ["SPY"], overflow=Overflow.LOSSLESS) as trades,
     ):
-        if True:
-            await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
-            server.publish(Quote("SPY", bid_price=1.0))
-            with trio.fail_after(5):
-                assert (await quotes.receive()).bid_price == 1.0
+        await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
+        server.publish(Quote("SPY", bid_price=1.0))
+        with trio.fail_after(5):
+            assert (await quotes.receive()).bid_price == 1.0
 
-            server.drop_all()
-            await until(server, lambda: len(server.live) == 1 and server.live[0].id == 2)
-            await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
-            await until(server, lambda: ("Quote", "AAPL") in server.subscriptions())
+        server.drop_all()
+        await until(server, lambda: len(server.live) == 1 and server.live[0].id == 2)
+        await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
+        await until(server, lambda: ("Quote", "AAPL") in server.subscriptions())
 
-            replayed = subscription_messages(server, 2)
-            assert all(m.reset for m in replayed)
-            symbols = {(e.type, e.symbol) for m in replayed for e in m.add or ()}
-            assert symbols == {("Quote", "SPY"), ("Quote", "AAPL"), ("Trade", "SPY")}
+        replayed = subscription_messages(server, 2)
+        assert all(m.reset for m in replayed)
+        symbols = {(e.type, e.symbol) for m in replayed for e in m.add or ()}
+        assert symbols == {("Quote", "SPY"), ("Quote", "AAPL"), ("Trade", "SPY")}
 
-            server.publish(Quote("SPY", bid_price=2.0), Trade("SPY", price=3.0))
-            with trio.fail_after(5):
-                # the replayed subscription first brings the server's current value back
-                while (await quotes.receive()).bid_price != 2.0:
-                    pass
-                while (await trades.receive()).price != 3.0:
-                    pass
-            stats = feed.statistics()
-            assert stats.reconnects == 1
-            assert stats.connection_losses == 1
-            assert isinstance(stats.reason, ConnectionClosedError)
-            assert quotes.statistics().gaps == 1
+        server.publish(Quote("SPY", bid_price=2.0), Trade("SPY", price=3.0))
+        with trio.fail_after(5):
+            # the replayed subscription first brings the server's current value back
+            while (await quotes.receive()).bid_price != 2.0:
+                pass
+            while (await trades.receive()).price != 3.0:
+                pass
+        stats = feed.statistics()
+        assert stats.reconnects == 1
+        assert stats.connection_losses == 1
+        assert isinstance(stats.reason, ConnectionClosedError)
+        assert quotes.statistics().gaps == 1
     assert task_count() == before
 
 
@@ -96,18 +95,17 @@ async def test_changes_made_while_disconnected_apply_on_the_next_connection(
         open_dxlink(server.url, reconnect=policy) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
-        if True:
-            await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
-            server.drop_all()
-            with trio.fail_after(5):
-                await feed.wait_state(FeedState.RECONNECTING)
-            rx.add(["QQQ"])
-            rx.remove(["SPY"])
-            with trio.fail_after(5):
-                await feed.wait_state(FeedState.CONNECTED)
-            await until(server, lambda: ("Quote", "QQQ") in server.subscriptions())
-            assert ("Quote", "SPY") not in server.subscriptions()
-            assert server.connection(2).received  # the new connection did the work
+        await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
+        server.drop_all()
+        with trio.fail_after(5):
+            await feed.wait_state(FeedState.RECONNECTING)
+        rx.add(["QQQ"])
+        rx.remove(["SPY"])
+        with trio.fail_after(5):
+            await feed.wait_state(FeedState.CONNECTED)
+        await until(server, lambda: ("Quote", "QQQ") in server.subscriptions())
+        assert ("Quote", "SPY") not in server.subscriptions()
+        assert server.connection(2).received  # the new connection did the work
 
 
 async def test_notify_gaps_marks_the_gap_in_stream_order(server: DXLinkServer) -> None:
@@ -115,20 +113,19 @@ async def test_notify_gaps_marks_the_gap_in_stream_order(server: DXLinkServer) -
         open_dxlink(server.url, reconnect=FAST) as feed,
         feed.subscribe(Trade, ["SPY"], overflow=Overflow.LOSSLESS, notify_gaps=True) as rx,
     ):
-        if True:
-            await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
-            server.publish(Trade("SPY", price=1.0))
-            with trio.fail_after(5):
-                while rx.statistics().buffered < 1:  # in the handle's buffer, not yet read
-                    await trio.testing.wait_all_tasks_blocked()
-            server.drop_all()
-            await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
-            server.publish(Trade("SPY", price=2.0))
-            with trio.fail_after(5):
-                assert (await rx.receive()).price == 1.0
-                with pytest.raises(DataGapError):
-                    await rx.receive()
-                assert (await rx.receive()).price == 2.0
+        await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
+        server.publish(Trade("SPY", price=1.0))
+        with trio.fail_after(5):
+            while rx.statistics().buffered < 1:  # in the handle's buffer, not yet read
+                await trio.testing.wait_all_tasks_blocked()
+        server.drop_all()
+        await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
+        server.publish(Trade("SPY", price=2.0))
+        with trio.fail_after(5):
+            assert (await rx.receive()).price == 1.0
+            with pytest.raises(DataGapError):
+                await rx.receive()
+            assert (await rx.receive()).price == 2.0
 
 
 async def test_stall_is_a_dead_link_and_reconnects_within_the_timeout(
@@ -139,24 +136,22 @@ async def test_stall_is_a_dead_link_and_reconnects_within_the_timeout(
         open_dxlink(srv.url, reconnect=FAST, keepalive_timeout=10) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
-        if True:
-            if True:
-                await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
-                srv.stall()
-                stalled_at = trio.current_time()
-                with trio.fail_after(60):
-                    await feed.wait_state(FeedState.RECONNECTING)
-                detected = trio.current_time() - stalled_at
-                assert detected <= 10.5
-                assert isinstance(feed.statistics().reason, KeepaliveTimeoutError)
-                srv.resume()
-                with trio.fail_after(60):
-                    await feed.wait_state(FeedState.CONNECTED)
-                await until(srv, lambda: any(c.id > 1 for c in srv.live))
-                await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
-                srv.publish(Quote("SPY", bid_price=4.0))
-                with trio.fail_after(10):
-                    assert (await rx.receive()).bid_price == 4.0
+        await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
+        srv.stall()
+        stalled_at = trio.current_time()
+        with trio.fail_after(60):
+            await feed.wait_state(FeedState.RECONNECTING)
+        detected = trio.current_time() - stalled_at
+        assert detected <= 10.5
+        assert isinstance(feed.statistics().reason, KeepaliveTimeoutError)
+        srv.resume()
+        with trio.fail_after(60):
+            await feed.wait_state(FeedState.CONNECTED)
+        await until(srv, lambda: any(c.id > 1 for c in srv.live))
+        await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
+        srv.publish(Quote("SPY", bid_price=4.0))
+        with trio.fail_after(10):
+            assert (await rx.receive()).bid_price == 4.0
 
 
 async def test_rejected_token_on_reconnect_fails_fast(token_server: DXLinkServer) -> None:
