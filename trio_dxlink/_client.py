@@ -642,7 +642,7 @@ class DXLinkFeed:
         receive = live.transport.receive
         with trio.move_on_after(self._handshake_timeout) as handshake:
             while not core.authorized:
-                await self._handle_frame(live, await receive())
+                self._handle_frame(live, await receive())
         if handshake.cancelled_caught:
             raise ConnectionClosedError(
                 f"the server did not complete the handshake within {self._handshake_timeout:g} s"
@@ -653,9 +653,9 @@ class DXLinkFeed:
         self._set_state(FeedState.CONNECTED)
         task_status.started()
         while True:
-            await self._handle_frame(live, await receive())
+            self._handle_frame(live, await receive())
 
-    async def _handle_frame(self, live: _Live, frame: str | bytes) -> None:
+    def _handle_frame(self, live: _Live, frame: str | bytes) -> None:
         now = trio.current_time()
         self._messages += 1
         self._last_message = now
