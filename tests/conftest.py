@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -47,3 +50,25 @@ def task_count() -> int:
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return seen
+
+
+CLI = [sys.executable, "-m", "trio_dxlink"]
+
+
+async def start_serve(nursery: trio.Nursery, *flags: str) -> tuple[trio.Process, str]:
+    """Start ``trio-dxlink serve --port 0 FLAGS`` in ``nursery``; return it and its URL.
+
+    The URL is read from the first line the command prints (``listening on ws://...``).
+    """
+    run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
+    process: trio.Process = await nursery.start(run, [*CLI, "serve", "--port", "0", *flags])
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(30):
+        while b"\n" not in buffer:
+            chunk = await process.stdout.receive_some()
+            assert chunk, "serve exited before printing its URL"
+            buffer += chunk
+    first = buffer.split(b"\n", 1)[0].decode()
+    assert first.startswith("listening on ws://127.0.0.1:")
+    return process, first.removeprefix("listening on ")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-import sys
 
 import pytest
 import trio
 
 from trio_dxlink import FeedState, Quote, ReconnectPolicy, open_dxlink
 
-CLI = [sys.executable, "-m", "trio_dxlink"]
+from .conftest import CLI, start_serve
 
 
 async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -69,21 +68,6 @@ async def test_bad_arguments_give_one_line_and_a_nonzero_exit(
     assert message in err
     assert "Traceback" not in err
     assert result.stdout == b""
-
-
-async def start_serve(nursery: trio.Nursery, *flags: str) -> tuple[trio.Process, str]:
-    run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
-    process: trio.Process = await nursery.start(run, [*CLI, "serve", "--port", "0", *flags])
-    assert process.stdout is not None
-    buffer = b""
-    with trio.fail_after(30):
-        while b"\n" not in buffer:
-            chunk = await process.stdout.receive_some()
-            assert chunk, "serve exited before printing its URL"
-            buffer += chunk
-    first = buffer.split(b"\n", 1)[0].decode()
-    assert first.startswith("listening on ws://127.0.0.1:")
-    return process, first.removeprefix("listening on ")
 
 
 async def test_serve_with_a_fault_flag_drops_connections() -> None:

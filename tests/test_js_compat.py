@@ -8,18 +8,16 @@ FEED_CONFIG announced, so this also checks that the server announces them before
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
+from .conftest import start_serve
+
 JS = Path(__file__).parent / "js"
-CLI = [sys.executable, "-m", "trio_dxlink"]
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (JS / "node_modules" / "@dxfeed").is_dir(),
@@ -29,15 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 async def test_dxfeeds_javascript_client_works_against_the_local_server() -> None:
     async with trio.open_nursery() as nursery:
-        run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
-        process = await nursery.start(run, [*CLI, "serve", "--token", "js-token"])
-        buffer = b""
-        with trio.fail_after(30):
-            while b"\n" not in buffer:
-                chunk = await process.stdout.receive_some()
-                assert chunk, "serve exited early"
-                buffer += chunk
-        url = buffer.split(b"\n", 1)[0].decode().removeprefix("listening on ")
+        process, url = await start_serve(nursery, "--token", "js-token")
         try:
             with trio.fail_after(60):
                 result = await trio.run_process(

@@ -297,19 +297,22 @@ async def test_unprompted_channel_close_fails_only_that_channel(server: DXLinkSe
             assert (await quotes.receive()).bid_price == 2.0
 
 
+async def run_server(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[DXLinkServer]
+) -> None:
+    """Serve until ``scope`` is cancelled: a server that can be taken away for good."""
+    with scope:
+        async with open_dxlink_server(market=pinned_market()) as srv:
+            task_status.started(srv)
+            await trio.sleep_forever()
+
+
 async def test_give_up_after_attempts_when_the_server_is_gone() -> None:
     before = task_count()
     policy = ReconnectPolicy(max_attempts=3, initial_delay=0.01, jitter=0.0)
     async with trio.open_nursery() as nursery:
         server_scope = trio.CancelScope()
-
-        async def run_server(task_status: trio.TaskStatus[DXLinkServer]) -> None:
-            with server_scope:
-                async with open_dxlink_server(market=pinned_market()) as srv:
-                    task_status.started(srv)
-                    await trio.sleep_forever()
-
-        srv = await nursery.start(run_server)
+        srv = await nursery.start(run_server, server_scope)
         with pytest.raises(GaveUpError, match="3 reconnect attempts") as info:
             async with open_dxlink(srv.url, reconnect=policy) as feed:
                 server_scope.cancel()  # the server goes away for good
@@ -324,14 +327,7 @@ async def test_give_up_after_a_deadline(autojump_clock: trio.testing.MockClock) 
     policy = ReconnectPolicy(give_up_after=30, initial_delay=1, max_delay=4, jitter=0.0)
     async with trio.open_nursery() as nursery:
         server_scope = trio.CancelScope()
-
-        async def run_server(task_status: trio.TaskStatus[DXLinkServer]) -> None:
-            with server_scope:
-                async with open_dxlink_server(market=pinned_market()) as srv:
-                    task_status.started(srv)
-                    await trio.sleep_forever()
-
-        srv = await nursery.start(run_server)
+        srv = await nursery.start(run_server, server_scope)
         with pytest.raises(GaveUpError, match="after 30 s"):
             async with open_dxlink(srv.url, reconnect=policy) as feed:
                 server_scope.cancel()

@@ -8,15 +8,14 @@ a subprocess on 127.0.0.1, with a stand-in session that answers the token reques
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import trio
+
+from .conftest import start_serve
 
 tastytrade = pytest.importorskip("tastytrade")
 
@@ -24,8 +23,6 @@ tastytrade = pytest.importorskip("tastytrade")
 pytestmark = pytest.mark.filterwarnings(
     "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
 )
-
-CLI = [sys.executable, "-m", "trio_dxlink"]
 
 
 class LocalSession:
@@ -70,15 +67,7 @@ async def run_tastytrade(url: str) -> dict[str, Any]:
 
 async def test_tastytrade_dxlinkstreamer_works_against_the_local_server() -> None:
     async with trio.open_nursery() as nursery:
-        run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
-        process = await nursery.start(run, [*CLI, "serve", "--token", "compat-token"])
-        buffer = b""
-        with trio.fail_after(30):
-            while b"\n" not in buffer:
-                chunk = await process.stdout.receive_some()
-                assert chunk, "serve exited early"
-                buffer += chunk
-        url = buffer.split(b"\n", 1)[0].decode().removeprefix("listening on ")
+        process, url = await start_serve(nursery, "--token", "compat-token")
         try:
             with trio.fail_after(60):
                 out = await trio.to_thread.run_sync(asyncio.run, run_tastytrade(url))
