@@ -482,7 +482,7 @@ class DXLinkFeed:
             # The common case, one handle for the type: no per-event routing at all.
             (handle,) = handles
             if handle.source is None:
-                symbols = list(map(_SYMBOL, events))
+                symbols = batch.symbols
                 if not all(map(table.__contains__, symbols)):
                     events = [e for e, s in zip(events, symbols, strict=True) if s in table]
                     self._unrouted += len(symbols) - len(events)

@@ -36,6 +36,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from ._accel import speedups
 from ._exceptions import RemoteProtocolError
 from .events import Event
 
@@ -104,7 +105,10 @@ def to_double(value: Any) -> float:
     if cls is float:
         return value  # type: ignore[no-any-return,unused-ignore]
     if cls is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise _bad("double", value) from None
     if cls is str:
         try:
             return _SPECIAL_DOUBLES[value]
@@ -408,7 +412,51 @@ def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecode
     )
     exec(compile(src, f"<trio_dxlink row decoder {cls.EVENT_TYPE}>", "exec"), ns)
     decoder: RowDecoder = ns["decode"]
+    if speedups is not None:
+        return _with_speedups(cls, layout, decoder)
     return decoder
+
+
+_SPEEDUP_KINDS = {
+    Kind.DOUBLE: "KIND_DOUBLE",
+    Kind.LONG: "KIND_LONG",
+    Kind.STRING: "KIND_STRING",
+    Kind.BOOL: "KIND_BOOL",
+}
+
+
+def _with_speedups(cls: type[Event], layout: tuple[str, ...], slow: RowDecoder) -> RowDecoder:
+    """The C decoder for the same rows, falling back to ``slow`` for anything it refuses.
+
+    The C decoder accepts exactly the values the compiled Python decoder accepts without
+    raising and converts them the same way; on anything else it gives up (returns ``None``) and
+    the Python decoder runs, so error messages come from one place.
+    """
+    assert speedups is not None
+    storage = _twin_for(cls)
+    slots = storage.__dict__
+    by_wire = {wire: name for name, wire in cls.WIRE_NAMES.items()}
+    kinds = field_kinds(cls)
+    columns: list[tuple[int, Any, int]] = []
+    seen: set[str] = set()
+    for i, wire in enumerate(layout):
+        name = by_wire.get(wire)
+        if name is None or name in seen:
+            continue
+        seen.add(name)
+        kind = "KIND_SYMBOL" if name == "event_symbol" else _SPEEDUP_KINDS[kinds[name]]
+        columns.append((i, slots[name], getattr(speedups, kind)))
+    defaults = [(slots[name], _default(cls, name)) for name in kinds if name not in seen]
+    fast: Callable[[list[Any]], list[Event] | None]
+    fast = speedups.RowDecoder(cls, len(layout), columns, defaults)
+
+    def decode(values: list[Any]) -> list[Event]:
+        events = fast(values)
+        if events is None:
+            return slow(values)  # raises the detailed error
+        return events
+
+    return decode
 
 
 def encode_compact(events: Sequence[Event], layout: Sequence[str]) -> list[Any]:

@@ -144,6 +144,8 @@ class FeedEvents:
     channel: int
     event_type: type[Event]
     events: list[Event]
+    symbols: list[str]
+    """``events``' symbols, in the same order."""
 
 
 @attrs.frozen
@@ -190,7 +192,8 @@ class FeedChannel:
     subscriptions: dict[tuple[str, str, str | None], m.SubscriptionEntry] = attrs.field(
         factory=dict
     )
-    decoders: dict[str, RowDecoder] = attrs.field(factory=dict)
+    decoders: dict[str, tuple[RowDecoder, int, int]] = attrs.field(factory=dict)
+    """Per event type: the row decoder, the eventSymbol column and the row width."""
 
     def layout(self, event_type: str) -> tuple[str, ...] | None:
         """The COMPACT field order for ``event_type``: the server's, else what we asked for."""
@@ -667,17 +670,21 @@ class ClientConnection:
                     f"COMPACT FEED_DATA on channel {channel.id}: item {i} is not a"
                     " type name followed by a value array"
                 )
-            decoder = channel.decoders.get(name)
-            if decoder is None:
-                decoder = self._decoder(channel, name)
-                if decoder is None:
+            plan = channel.decoders.get(name)
+            if plan is None:
+                plan = self._decoder(channel, name)
+                if plan is None:
                     continue
+            decoder, symbol_column, width = plan
             events = decoder(values)
-            self.statistics.events_received += len(events)
-            out.append(FeedEvents(channel.id, type(events[0]) if events else Event, events))
-        return [e for e in out if e.events]
+            if events:
+                self.statistics.events_received += len(events)
+                # The decoder checked every symbol, so the column is the events' symbols.
+                symbols = values[symbol_column::width]
+                out.append(FeedEvents(channel.id, type(events[0]), events, symbols))
+        return out
 
-    def _decoder(self, channel: FeedChannel, name: str) -> RowDecoder | None:
+    def _decoder(self, channel: FeedChannel, name: str) -> tuple[RowDecoder, int, int] | None:
         try:
             cls = event_class(name)
         except KeyError:
@@ -693,9 +700,9 @@ class ClientConnection:
                 channel.id,
             )
             return None
-        decoder = compile_row_decoder(cls, layout)
-        channel.decoders[name] = decoder
-        return decoder
+        plan = (compile_row_decoder(cls, layout), layout.index("eventSymbol"), len(layout))
+        channel.decoders[name] = plan
+        return plan
 
     def _decode_full(self, channel: FeedChannel, data: list[Any]) -> list[FeedEvents]:
         out: list[FeedEvents] = []  # one group per run of same-type events, in arrival order
@@ -717,7 +724,8 @@ class ClientConnection:
             if out and out[-1].event_type is cls:
                 out[-1].events.append(event)
             else:
-                out.append(FeedEvents(channel.id, cls, [event]))
+                out.append(FeedEvents(channel.id, cls, [event], []))
+            out[-1].symbols.append(event.event_symbol)
         for group in out:
             self.statistics.events_received += len(group.events)
         return out

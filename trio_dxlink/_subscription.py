@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import trio
 
+from ._accel import speedups
 from ._exceptions import DataGapError, SlowConsumerError, SubscriptionClosedError
 from .events import Event, IndexedEvent
 
@@ -53,6 +54,40 @@ DEFAULT_MAX_BUFFER = 25_000
 
 _CANCEL_CHECK_MASK = 63
 """Within a batch, iteration is a cancellation point every 64 events (it costs ~0.6 µs)."""
+
+
+class _PyCursor:
+    """The consumer's position in the batch being iterated, and ``async for``'s iterator.
+
+    ``__anext__`` hands out the next event of ``ready`` directly and calls ``slow`` (the
+    subscription's ``_next_slow``) every 64th event and when the batch is used up.
+    ``trio_dxlink._speedups.Cursor`` is the same thing in C, without a coroutine per event.
+    """
+
+    __slots__ = ("_slow", "pos", "ready")
+
+    def __init__(self, slow: Callable[[], Awaitable[Any]]) -> None:
+        self.ready: list[Any] = []
+        self.pos = 0
+        self._slow = slow
+
+    def __aiter__(self) -> _PyCursor:
+        return self
+
+    async def __anext__(self) -> Any:
+        pos = self.pos
+        ready = self.ready
+        if pos < len(ready) and pos & _CANCEL_CHECK_MASK != _CANCEL_CHECK_MASK:
+            self.pos = pos + 1
+            return ready[pos]
+        return await self._slow()
+
+
+if speedups is not None:
+    assert speedups.CANCEL_CHECK_MASK == _CANCEL_CHECK_MASK
+    _Cursor: Any = speedups.Cursor
+else:
+    _Cursor = _PyCursor
 
 
 class Overflow(enum.Enum):
@@ -127,9 +162,8 @@ class Subscription(Generic[E]):
         self._closed = False
         self._error: BaseException | None = None
         self._lot = trio.lowlevel.ParkingLot()
-        # consumer side: the batch being iterated
-        self._ready: list[E] = []
-        self._pos = 0
+        # consumer side: the batch being iterated (see _PyCursor)
+        self._cursor = _Cursor(self._next_slow)
         # producer side, by policy
         self._batches: deque[list[E] | None] = deque()  # None marks a gap
         self._count = 0
@@ -202,24 +236,32 @@ class Subscription(Generic[E]):
 
     # --- consuming ---
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[E]:
+        # Iteration state lives in the cursor, so `async for` never goes through a coroutine
+        # of ours per event when the C speedups are built.
+        return self._cursor  # type: ignore[no-any-return]
 
     async def __anext__(self) -> E:
-        pos = self._pos
-        if pos < len(self._ready):
-            self._pos = pos + 1
-            if pos & _CANCEL_CHECK_MASK == _CANCEL_CHECK_MASK:
-                await trio.lowlevel.checkpoint_if_cancelled()
-            return self._ready[pos]
+        """The next event, as ``async for`` gets it (ends when the handle is closed)."""
+        return await self._cursor.__anext__()  # type: ignore[no-any-return]
+
+    async def _next_slow(self) -> E:
+        # The cursor's slow path: a cancellation point every 64 events, or the next batch.
+        cursor = self._cursor
+        pos = cursor.pos
+        ready = cursor.ready
+        if pos < len(ready):
+            await trio.lowlevel.checkpoint_if_cancelled()
+            cursor.pos = pos + 1  # only once the check passed: a cancelled reader loses nothing
+            return ready[pos]  # type: ignore[no-any-return]
         try:
             await self._refill()
         except SubscriptionClosedError:
             if self._closed:
                 raise StopAsyncIteration from None
             raise
-        self._pos = 1
-        return self._ready[0]
+        cursor.pos = 1
+        return cursor.ready[0]  # type: ignore[no-any-return]
 
     async def receive(self) -> E:
         """The next event (waits for one).
@@ -229,25 +271,27 @@ class Subscription(Generic[E]):
             SlowConsumerError: a LOSSLESS buffer overflowed (after what it held was delivered).
             ChannelError / ConnectionClosedError: the feed can no longer serve this handle.
         """
-        pos = self._pos
-        if pos < len(self._ready):
+        cursor = self._cursor
+        pos = cursor.pos
+        if pos < len(cursor.ready):
             await trio.lowlevel.checkpoint_if_cancelled()
-            self._pos = pos + 1
-            return self._ready[pos]
+            cursor.pos = pos + 1
+            return cursor.ready[pos]  # type: ignore[no-any-return]
         await self._refill()
-        self._pos = 1
-        return self._ready[0]
+        cursor.pos = 1
+        return cursor.ready[0]  # type: ignore[no-any-return]
 
     async def receive_batch(self) -> list[E]:
         """Every event available now, in arrival order (waits until there is at least one)."""
-        if self._pos < len(self._ready):
+        cursor = self._cursor
+        if cursor.pos < len(cursor.ready):
             await trio.lowlevel.checkpoint_if_cancelled()
-            batch = self._ready[self._pos :]
-            self._ready, self._pos = [], 0
+            batch: list[E] = cursor.ready[cursor.pos :]
+            cursor.ready, cursor.pos = [], 0
             await trio.lowlevel.cancel_shielded_checkpoint()
             return batch
         await self._refill()
-        batch, self._ready, self._pos = self._ready, [], 0
+        batch, cursor.ready, cursor.pos = cursor.ready, [], 0
         return batch
 
     def batches(self) -> AsyncIterator[list[E]]:
@@ -259,7 +303,7 @@ class Subscription(Generic[E]):
         return SubscriptionStatistics(
             received=self._received,
             delivered=self._delivered,
-            buffered=self._buffered() + len(self._ready) - self._pos,
+            buffered=self._buffered() + len(self._cursor.ready) - self._cursor.pos,
             dropped=self._dropped,
             conflated=self._conflated,
             gaps=self._gaps,
@@ -360,8 +404,9 @@ class Subscription(Generic[E]):
         # before the (shielded) schedule point, so a cancelled reader never loses events.
         await trio.lowlevel.checkpoint_if_cancelled()
         batch = self._take()
+        cursor = self._cursor
         if batch:
-            self._ready, self._pos = batch, 0
+            cursor.ready, cursor.pos = batch, 0
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while not batch:
@@ -371,8 +416,7 @@ class Subscription(Generic[E]):
                 raise SubscriptionClosedError(f"{self.event_type.__name__} subscription is closed")
             await self._lot.park()
             batch = self._take()
-        self._ready = batch
-        self._pos = 0
+        cursor.ready, cursor.pos = batch, 0
 
     def _require_open(self) -> None:
         if self._closed or not self._attached:

@@ -1,0 +1,29 @@
+"""Loads the optional C speedups, ``trio_dxlink._speedups``.
+
+The extension is built when trio_dxlink is installed from source with a C compiler at hand. It
+speeds up the two per-event hot spots (COMPACT rows into events, and ``async for`` over a
+subscription) and changes nothing else: every result, error and counter is the same without it.
+Set ``TRIO_DXLINK_NO_SPEEDUPS=1`` in the environment to use the pure-Python code even when the
+extension is there (the test suite runs both ways).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+__all__ = ["speedups"]
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("TRIO_DXLINK_NO_SPEEDUPS", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+speedups: ModuleType | None = _load()
+"""The ``trio_dxlink._speedups`` module, or ``None`` when it is not built or is turned off."""

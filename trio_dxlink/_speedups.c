@@ -1,0 +1,668 @@
+/*
+ * trio_dxlink._speedups: the two per-event hot spots, in C.
+ *
+ * Optional. trio_dxlink works the same without it (pure Python, a few times slower per event);
+ * see trio_dxlink/_accel.py, which picks the implementation, and tests/test_speedups.py, which
+ * checks that both give identical results.
+ *
+ * RowDecoder   turns one COMPACT value array (rows laid out back to back) into frozen event
+ *              instances, storing each value straight into the instance's slot. It only decodes
+ *              values that are valid for their kind; on anything else (a ragged array, a value of
+ *              the wrong kind) it returns None, and the caller re-runs the pure-Python decoder,
+ *              which raises the detailed error. So the two can never disagree on what is valid.
+ *
+ * Cursor       the iterator behind `async for event in subscription`: while the current batch
+ *              has events it hands them out without creating a coroutine per event; every 64th
+ *              event, and whenever the batch is used up, it calls back into Python (which checks
+ *              for cancellation, or waits for the next batch).
+ *
+ * Memory safety: a RowDecoder never takes a raw offset from Python. It is given slot
+ * descriptors, checks that each is an object slot of a base of the class it instantiates, and
+ * reads the offset from the descriptor itself.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+
+enum { KIND_SYMBOL = 0, KIND_DOUBLE = 1, KIND_LONG = 2, KIND_STRING = 3, KIND_BOOL = 4 };
+
+static PyObject *float_nan;     /* the float objects for "NaN", "Infinity", "-Infinity" */
+static PyObject *float_inf;
+static PyObject *float_neg_inf;
+
+/* ------------------------------------------------------------------------------------------ */
+/* value conversion: a new reference, or NULL (no error set: not valid, so fall back;          */
+/* error set: a real failure such as MemoryError)                                              */
+
+static PyObject *
+convert(PyObject *v, int kind)
+{
+    switch (kind) {
+    case KIND_DOUBLE:
+        if (PyFloat_CheckExact(v)) {
+            Py_INCREF(v);
+            return v;
+        }
+        if (PyLong_CheckExact(v)) {
+            double d = PyLong_AsDouble(v);
+            if (d == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear(); /* too large: the Python path reports it */
+                return NULL;
+            }
+            return PyFloat_FromDouble(d);
+        }
+        if (PyUnicode_CheckExact(v)) {
+            PyObject *special = NULL;
+            if (PyUnicode_CompareWithASCIIString(v, "NaN") == 0) {
+                special = float_nan;
+            }
+            else if (PyUnicode_CompareWithASCIIString(v, "Infinity") == 0) {
+                special = float_inf;
+            }
+            else if (PyUnicode_CompareWithASCIIString(v, "-Infinity") == 0) {
+                special = float_neg_inf;
+            }
+            Py_XINCREF(special);
+            return special;
+        }
+        if (v == Py_None) {
+            Py_INCREF(float_nan);
+            return float_nan;
+        }
+        return NULL;
+    case KIND_LONG:
+        if (PyLong_CheckExact(v)) {
+            Py_INCREF(v);
+            return v;
+        }
+        if (PyFloat_CheckExact(v)) {
+            double d = PyFloat_AS_DOUBLE(v);
+            if (isfinite(d) && d == floor(d)) {
+                return PyLong_FromDouble(d);
+            }
+        }
+        return NULL;
+    case KIND_STRING:
+        if (PyUnicode_CheckExact(v) || v == Py_None) {
+            Py_INCREF(v);
+            return v;
+        }
+        return NULL;
+    case KIND_BOOL:
+        if (PyBool_Check(v)) {
+            Py_INCREF(v);
+            return v;
+        }
+        return NULL;
+    case KIND_SYMBOL:
+        if (PyUnicode_CheckExact(v)) {
+            Py_INCREF(v);
+            return v;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RowDecoder                                                                                 */
+
+typedef struct {
+    Py_ssize_t column; /* index within a row */
+    Py_ssize_t offset; /* the slot's offset in the instance */
+    int kind;
+} Column;
+
+typedef struct {
+    Py_ssize_t offset;
+    PyObject *value; /* owned */
+} Default;
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *cls; /* owned */
+    Py_ssize_t width;
+    Py_ssize_t ncolumns;
+    Column *columns;
+    Py_ssize_t ndefaults;
+    Default *defaults;
+    vectorcallfunc vectorcall;
+} RowDecoder;
+
+/* The offset of an object slot of `cls` (or of one of its bases), from its member descriptor. */
+static Py_ssize_t
+slot_offset(PyTypeObject *cls, PyObject *descr)
+{
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "expected a slot descriptor, got %R", descr);
+        return -1;
+    }
+    PyMemberDescrObject *m = (PyMemberDescrObject *)descr;
+    PyMemberDef *def = m->d_member;
+    if (!PyType_IsSubtype(cls, PyDescr_TYPE(m)) || def->type != T_OBJECT_EX ||
+        (def->flags & READONLY) || def->offset < (Py_ssize_t)sizeof(PyObject) ||
+        def->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
+        PyErr_Format(PyExc_TypeError, "%R is not a writable object slot of %R", descr, cls);
+        return -1;
+    }
+    return def->offset;
+}
+
+static void
+RowDecoder_free_parts(RowDecoder *self)
+{
+    if (self->defaults != NULL) {
+        for (Py_ssize_t i = 0; i < self->ndefaults; i++) {
+            Py_XDECREF(self->defaults[i].value);
+        }
+        PyMem_Free(self->defaults);
+        self->defaults = NULL;
+    }
+    PyMem_Free(self->columns);
+    self->columns = NULL;
+    Py_CLEAR(self->cls);
+}
+
+static PyObject *RowDecoder_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
+
+/* RowDecoder(cls, width, columns, defaults)
+ *   columns:  sequence of (column index, slot descriptor, kind)
+ *   defaults: sequence of (slot descriptor, value) for slots no column fills
+ * Every slot is assigned at most once. */
+static PyObject *
+RowDecoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *cls, *columns, *defaults;
+    Py_ssize_t width;
+    static char *names[] = {"cls", "width", "columns", "defaults", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nOO:RowDecoder", names, &PyType_Type, &cls,
+                                     &width, &columns, &defaults)) {
+        return NULL;
+    }
+    if (width < 1) {
+        PyErr_SetString(PyExc_ValueError, "width must be at least 1");
+        return NULL;
+    }
+    PyObject *cols = PySequence_Fast(columns, "columns must be a sequence");
+    if (cols == NULL) {
+        return NULL;
+    }
+    PyObject *defs = PySequence_Fast(defaults, "defaults must be a sequence");
+    if (defs == NULL) {
+        Py_DECREF(cols);
+        return NULL;
+    }
+    RowDecoder *self = (RowDecoder *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        goto fail;
+    }
+    self->vectorcall = RowDecoder_vectorcall;
+    Py_INCREF(cls);
+    self->cls = (PyTypeObject *)cls;
+    self->width = width;
+    Py_ssize_t nc = PySequence_Fast_GET_SIZE(cols), nd = PySequence_Fast_GET_SIZE(defs);
+    self->columns = PyMem_Calloc(nc ? nc : 1, sizeof(Column));
+    self->defaults = PyMem_Calloc(nd ? nd : 1, sizeof(Default));
+    if (self->columns == NULL || self->defaults == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < nc; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(cols, i);
+        Py_ssize_t column;
+        PyObject *descr;
+        int kind;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "nOi", &column, &descr, &kind)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "a column is (index, descriptor, kind)");
+            }
+            goto fail;
+        }
+        if (column < 0 || column >= width || kind < KIND_SYMBOL || kind > KIND_BOOL) {
+            PyErr_Format(PyExc_ValueError, "bad column (%zd, kind %d)", column, kind);
+            goto fail;
+        }
+        Py_ssize_t offset = slot_offset(self->cls, descr);
+        if (offset < 0) {
+            goto fail;
+        }
+        self->columns[i] = (Column){column, offset, kind};
+        self->ncolumns = i + 1;
+    }
+    for (Py_ssize_t i = 0; i < nd; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(defs, i);
+        PyObject *descr, *value;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "OO", &descr, &value)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "a default is (descriptor, value)");
+            }
+            goto fail;
+        }
+        Py_ssize_t offset = slot_offset(self->cls, descr);
+        if (offset < 0) {
+            goto fail;
+        }
+        Py_INCREF(value);
+        self->defaults[i] = (Default){offset, value};
+        self->ndefaults = i + 1;
+    }
+    /* each slot at most once, or a value would leak */
+    for (Py_ssize_t i = 0; i < self->ncolumns + self->ndefaults; i++) {
+        Py_ssize_t a = i < self->ncolumns ? self->columns[i].offset
+                                          : self->defaults[i - self->ncolumns].offset;
+        for (Py_ssize_t j = i + 1; j < self->ncolumns + self->ndefaults; j++) {
+            Py_ssize_t b = j < self->ncolumns ? self->columns[j].offset
+                                              : self->defaults[j - self->ncolumns].offset;
+            if (a == b) {
+                PyErr_SetString(PyExc_ValueError, "a slot is assigned twice");
+                goto fail;
+            }
+        }
+    }
+    Py_DECREF(cols);
+    Py_DECREF(defs);
+    return (PyObject *)self;
+fail:
+    Py_DECREF(cols);
+    Py_DECREF(defs);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static void
+RowDecoder_dealloc(RowDecoder *self)
+{
+    PyObject_GC_UnTrack(self);
+    RowDecoder_free_parts(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+RowDecoder_traverse(RowDecoder *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->cls);
+    for (Py_ssize_t i = 0; i < self->ndefaults; i++) {
+        Py_VISIT(self->defaults[i].value);
+    }
+    return 0;
+}
+
+static int
+RowDecoder_clear(RowDecoder *self)
+{
+    RowDecoder_free_parts(self);
+    return 0;
+}
+
+/* decoder(values) -> list of events, or None when `values` holds anything not valid */
+static PyObject *
+RowDecoder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    RowDecoder *self = (RowDecoder *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a RowDecoder takes one argument, the value array");
+        return NULL;
+    }
+    if (self->cls == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "RowDecoder was cleared");
+        return NULL;
+    }
+    PyObject *values = args[0];
+    if (!PyList_CheckExact(values)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t size = PyList_GET_SIZE(values), width = self->width;
+    if (size % width) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t rows = size / width;
+    PyObject *out = PyList_New(rows);
+    if (out == NULL) {
+        return NULL;
+    }
+    PyTypeObject *cls = self->cls;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        PyObject *obj = cls->tp_alloc(cls, 0);
+        if (obj == NULL) {
+            goto error;
+        }
+        PyList_SET_ITEM(out, r, obj); /* `out` owns it from here, even half-filled */
+        /* An allocation can run the garbage collector, and so finalizers: take the row only now,
+         * and give up if anything changed the array. Conversion itself runs no Python code. */
+        if (PyList_GET_SIZE(values) != size) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PyObject *const *row = ((PyListObject *)values)->ob_item + r * width;
+        char *base = (char *)obj;
+        for (Py_ssize_t c = 0; c < self->ncolumns; c++) {
+            const Column *col = &self->columns[c];
+            PyObject *v = convert(row[col->column], col->kind);
+            if (v == NULL) {
+                if (PyErr_Occurred()) {
+                    goto error;
+                }
+                Py_DECREF(out);
+                Py_RETURN_NONE;
+            }
+            *(PyObject **)(base + col->offset) = v;
+        }
+        for (Py_ssize_t d = 0; d < self->ndefaults; d++) {
+            PyObject *v = self->defaults[d].value;
+            Py_INCREF(v);
+            *(PyObject **)(base + self->defaults[d].offset) = v;
+        }
+    }
+    return out;
+error:
+    /* unset items are NULL, which list dealloc skips */
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *
+RowDecoder_get_width(RowDecoder *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->width);
+}
+
+static PyGetSetDef RowDecoder_getset[] = {
+    {"width", (getter)RowDecoder_get_width, NULL, "values per row", NULL},
+    {NULL},
+};
+
+static PyTypeObject RowDecoder_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trio_dxlink._speedups.RowDecoder",
+    .tp_basicsize = sizeof(RowDecoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "RowDecoder(cls, width, columns, defaults): decodes COMPACT rows into cls instances",
+    .tp_new = RowDecoder_new,
+    .tp_dealloc = (destructor)RowDecoder_dealloc,
+    .tp_traverse = (traverseproc)RowDecoder_traverse,
+    .tp_clear = (inquiry)RowDecoder_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(RowDecoder, vectorcall),
+    .tp_getset = RowDecoder_getset,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Ready: an awaitable that is already done (awaiting it gives its value without suspending)  */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *value; /* owned; NULL once taken */
+} Ready;
+
+static PyTypeObject Ready_Type;
+
+static void
+Ready_dealloc(Ready *self)
+{
+    Py_XDECREF(self->value);
+    PyObject_Free(self);
+}
+
+static PyObject *
+Ready_await(Ready *self)
+{
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+static PyObject *
+Ready_iternext(Ready *self)
+{
+    PyObject *value = self->value;
+    if (value == NULL) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    self->value = NULL;
+    if (PyTuple_Check(value) || PyExceptionInstance_Check(value)) {
+        /* these would be taken apart as arguments: wrap them explicitly */
+        PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+        if (exc != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, exc);
+            Py_DECREF(exc);
+        }
+    }
+    else {
+        PyErr_SetObject(PyExc_StopIteration, value);
+    }
+    Py_DECREF(value);
+    return NULL;
+}
+
+/* What `await` uses first (via PyIter_Send): the value comes back with no StopIteration. */
+static PySendResult
+Ready_send(Ready *self, PyObject *arg, PyObject **result)
+{
+    if (self->value == NULL) {
+        Py_INCREF(Py_None);
+        *result = Py_None;
+        return PYGEN_RETURN;
+    }
+    *result = self->value; /* the reference passes to the caller */
+    self->value = NULL;
+    return PYGEN_RETURN;
+}
+
+static PyAsyncMethods Ready_async = {
+    .am_await = (unaryfunc)Ready_await,
+    .am_send = (sendfunc)Ready_send,
+};
+
+static PyTypeObject Ready_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trio_dxlink._speedups.Ready",
+    .tp_basicsize = sizeof(Ready),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_AM_SEND,
+    .tp_doc = "an awaitable that is already done",
+    .tp_dealloc = (destructor)Ready_dealloc,
+    .tp_as_async = &Ready_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)Ready_iternext,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Cursor                                                                                     */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ready; /* the batch being iterated: a list */
+    Py_ssize_t pos;  /* the next event's index in it */
+    PyObject *slow;  /* called (no arguments) for an awaitable when the fast path can't serve */
+    Ready *spare;    /* the last Ready handed out, reused once nobody else holds it */
+} Cursor;
+
+/* within a batch, every 64th event goes through `slow` (a cancellation check) */
+#define CANCEL_CHECK_MASK 63
+
+static PyObject *
+Cursor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *slow;
+    static char *names[] = {"slow", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Cursor", names, &slow)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "slow must be callable");
+        return NULL;
+    }
+    Cursor *self = (Cursor *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->ready = PyList_New(0);
+    if (self->ready == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_INCREF(slow);
+    self->slow = slow;
+    return (PyObject *)self;
+}
+
+static int
+Cursor_traverse(Cursor *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ready);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int
+Cursor_clear(Cursor *self)
+{
+    Py_CLEAR(self->ready);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->spare);
+    return 0;
+}
+
+static void
+Cursor_dealloc(Cursor *self)
+{
+    PyObject_GC_UnTrack(self);
+    Cursor_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Cursor_aiter(Cursor *self)
+{
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+static PyObject *
+Cursor_anext(Cursor *self)
+{
+    Py_ssize_t pos = self->pos;
+    PyObject *ready = self->ready;
+    if (ready != NULL && PyList_CheckExact(ready) && pos >= 0 && pos < PyList_GET_SIZE(ready) &&
+        (pos & CANCEL_CHECK_MASK) != CANCEL_CHECK_MASK) {
+        Ready *r = self->spare;
+        if (r != NULL && Py_REFCNT(r) == 1) {
+            /* `async for` has dropped the previous one: reuse it (its value is taken, or an
+             * unawaited one is dropped here) */
+            Py_CLEAR(r->value);
+        }
+        else {
+            r = PyObject_New(Ready, &Ready_Type);
+            if (r == NULL) {
+                return NULL;
+            }
+            r->value = NULL;
+            Py_XSETREF(self->spare, r);
+        }
+        r->value = PyList_GET_ITEM(ready, pos);
+        Py_INCREF(r->value);
+        self->pos = pos + 1;
+        Py_INCREF(r);
+        return (PyObject *)r;
+    }
+    if (self->slow == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Cursor was cleared");
+        return NULL;
+    }
+    return PyObject_CallNoArgs(self->slow);
+}
+
+static int
+Cursor_set_ready(Cursor *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyList_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "ready must be a list");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->ready, value);
+    return 0;
+}
+
+static PyObject *
+Cursor_get_ready(Cursor *self, void *closure)
+{
+    if (self->ready == NULL) {
+        return PyList_New(0);
+    }
+    Py_INCREF(self->ready);
+    return self->ready;
+}
+
+static PyGetSetDef Cursor_getset[] = {
+    {"ready", (getter)Cursor_get_ready, (setter)Cursor_set_ready, "the batch being iterated",
+     NULL},
+    {NULL},
+};
+
+static PyMemberDef Cursor_members[] = {
+    {"pos", T_PYSSIZET, offsetof(Cursor, pos), 0, "the next event's index in ready"},
+    {NULL},
+};
+
+static PyAsyncMethods Cursor_async = {
+    .am_aiter = (unaryfunc)Cursor_aiter,
+    .am_anext = (unaryfunc)Cursor_anext,
+};
+
+static PyTypeObject Cursor_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trio_dxlink._speedups.Cursor",
+    .tp_basicsize = sizeof(Cursor),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Cursor(slow): async iteration over batches of events",
+    .tp_new = Cursor_new,
+    .tp_dealloc = (destructor)Cursor_dealloc,
+    .tp_traverse = (traverseproc)Cursor_traverse,
+    .tp_clear = (inquiry)Cursor_clear,
+    .tp_as_async = &Cursor_async,
+    .tp_getset = Cursor_getset,
+    .tp_members = Cursor_members,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "trio_dxlink._speedups",
+    .m_doc = "C implementations of trio_dxlink's per-event hot spots (optional).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&RowDecoder_Type) < 0 || PyType_Ready(&Ready_Type) < 0 ||
+        PyType_Ready(&Cursor_Type) < 0) {
+        return NULL;
+    }
+    if (float_nan == NULL) {
+        float_nan = PyFloat_FromDouble(Py_NAN);
+        float_inf = PyFloat_FromDouble(Py_HUGE_VAL);
+        float_neg_inf = PyFloat_FromDouble(-Py_HUGE_VAL);
+        if (float_nan == NULL || float_inf == NULL || float_neg_inf == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "RowDecoder", (PyObject *)&RowDecoder_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Cursor", (PyObject *)&Cursor_Type) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_SYMBOL", KIND_SYMBOL) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_DOUBLE", KIND_DOUBLE) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_LONG", KIND_LONG) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_STRING", KIND_STRING) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_BOOL", KIND_BOOL) < 0 ||
+        PyModule_AddIntConstant(m, "CANCEL_CHECK_MASK", CANCEL_CHECK_MASK) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

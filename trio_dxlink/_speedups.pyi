@@ -1,0 +1,27 @@
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+KIND_SYMBOL: int
+KIND_DOUBLE: int
+KIND_LONG: int
+KIND_STRING: int
+KIND_BOOL: int
+CANCEL_CHECK_MASK: int
+
+class RowDecoder:
+    width: int
+    def __init__(
+        self,
+        cls: type,
+        width: int,
+        columns: Sequence[tuple[int, Any, int]],
+        defaults: Sequence[tuple[Any, Any]],
+    ) -> None: ...
+    def __call__(self, values: list[Any], /) -> list[Any] | None: ...
+
+class Cursor:
+    ready: list[Any]
+    pos: int
+    def __init__(self, slow: Callable[[], Awaitable[Any]]) -> None: ...
+    def __aiter__(self) -> Cursor: ...
+    def __anext__(self) -> Awaitable[Any]: ...
