@@ -23,7 +23,6 @@ import contextlib
 import enum
 import logging
 import math
-import operator
 import random
 import sys
 import time
@@ -35,6 +34,7 @@ import attrs
 import trio
 
 from . import _connection as c
+from ._accel import speedups
 from ._candle import normalize_candle_symbol
 from ._connection import ClientConnection
 from ._exceptions import (
@@ -73,7 +73,22 @@ E = TypeVar("E", bound=Event)
 _CLOSE_GRACE = 2.0
 """Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
 
-_SYMBOL = operator.attrgetter("event_symbol")
+def _py_route(
+    table: dict[str, Any], latest: dict[str, Event], symbols: list[str], events: list[Event]
+) -> list[Event] | None:
+    """Record the latest event of each routed symbol; ``None`` if every symbol is routed,
+    else the routed events. (``trio_dxlink._speedups.route`` does the same in one C pass.)"""
+    if all(map(table.__contains__, symbols)):
+        latest.update(zip(symbols, events, strict=True))
+        return None
+    kept = [(s, e) for s, e in zip(symbols, events, strict=True) if s in table]
+    latest.update(kept)
+    return [e for _, e in kept]
+
+
+_route: Callable[
+    [dict[str, Any], dict[str, Event], list[str], list[Event]], list[Event] | None
+] = _py_route if speedups is None else speedups.route
 
 FATAL_SERVER_ERRORS = frozenset({"UNSUPPORTED_PROTOCOL"})
 """Connection-level ERROR codes after which reconnecting is pointless."""
@@ -482,12 +497,10 @@ class DXLinkFeed:
             # The common case, one handle for the type: no per-event routing at all.
             (handle,) = handles
             if handle.source is None:
-                symbols = batch.symbols
-                if not all(map(table.__contains__, symbols)):
-                    events = [e for e, s in zip(events, symbols, strict=True) if s in table]
-                    self._unrouted += len(symbols) - len(events)
-                    symbols = list(map(_SYMBOL, events))
-                latest.update(zip(symbols, events, strict=True))
+                kept = _route(table, latest, batch.symbols, events)
+                if kept is not None:
+                    self._unrouted += len(events) - len(kept)
+                    events = kept
                 if events:
                     handle._push(events)
                 return

@@ -127,8 +127,16 @@ typedef struct {
     Column *columns;
     Py_ssize_t ndefaults;
     Default *defaults;
+    int untrack; /* take instances off the garbage collector's lists (see below) */
     vectorcallfunc vectorcall;
 } RowDecoder;
+
+static int
+is_atom(PyObject *v)
+{
+    return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v) ||
+           PyUnicode_CheckExact(v);
+}
 
 /* The offset of an object slot of `cls` (or of one of its bases), from its member descriptor. */
 static Py_ssize_t
@@ -247,6 +255,14 @@ RowDecoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->defaults[i] = (Default){offset, value};
         self->ndefaults = i + 1;
     }
+    /* Instances may leave the collector's lists only if every slot holds an atom: converted
+     * values always are; defaults must be too; and no slot may be left unset for later. */
+    self->untrack = PyType_IS_GC(self->cls) && self->cls->tp_dictoffset == 0;
+    for (Py_ssize_t i = 0; i < self->ndefaults; i++) {
+        if (!is_atom(self->defaults[i].value)) {
+            self->untrack = 0;
+        }
+    }
     /* each slot at most once, or a value would leak */
     for (Py_ssize_t i = 0; i < self->ncolumns + self->ndefaults; i++) {
         Py_ssize_t a = i < self->ncolumns ? self->columns[i].offset
@@ -353,6 +369,12 @@ RowDecoder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, 
             Py_INCREF(v);
             *(PyObject **)(base + self->defaults[d].offset) = v;
         }
+        if (self->untrack) {
+            /* Every slot holds an atom (str, int, float, bool or None), so the event can never
+             * be part of a reference cycle: the garbage collector need not look at it, just
+             * as it stops looking at tuples of atoms. */
+            PyObject_GC_UnTrack(obj);
+        }
     }
     return out;
 error:
@@ -458,7 +480,7 @@ static PyTypeObject Ready_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "trio_dxlink._speedups.Ready",
     .tp_basicsize = sizeof(Ready),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_AM_SEND,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "an awaitable that is already done",
     .tp_dealloc = (destructor)Ready_dealloc,
     .tp_as_async = &Ready_async,
@@ -626,12 +648,79 @@ static PyTypeObject Cursor_Type = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
+/* route(table, latest, symbols, events): the single-handle dispatch step.                     */
+/* For each event whose symbol is in `table`, latest[symbol] = event. Returns None when every  */
+/* symbol was in `table`, else the list of the events whose symbol was.                        */
+
+static PyObject *
+route(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "route(table, latest, symbols, events)");
+        return NULL;
+    }
+    PyObject *table = args[0], *latest = args[1], *symbols = args[2], *events = args[3];
+    if (!PyDict_Check(table) || !PyDict_Check(latest) || !PyList_CheckExact(symbols) ||
+        !PyList_CheckExact(events) || PyList_GET_SIZE(symbols) != PyList_GET_SIZE(events)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "route() takes two dicts and two lists of the same length");
+        return NULL;
+    }
+    PyObject *kept = NULL; /* created at the first symbol not in table */
+    /* Hold both lists: a key's __eq__ or __hash__ could run Python code (not for str keys,
+     * which is all this ever sees, but the function must be safe for any input). */
+    Py_INCREF(symbols);
+    Py_INCREF(events);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(symbols) && i < PyList_GET_SIZE(events); i++) {
+        PyObject *symbol = PyList_GET_ITEM(symbols, i);
+        PyObject *event = PyList_GET_ITEM(events, i);
+        Py_INCREF(symbol);
+        Py_INCREF(event);
+        int found = PyDict_Contains(table, symbol);
+        if (found > 0) {
+            if (PyDict_SetItem(latest, symbol, event) < 0 ||
+                (kept != NULL && PyList_Append(kept, event) < 0)) {
+                found = -1;
+            }
+        }
+        else if (found == 0 && kept == NULL) {
+            kept = PyList_GetSlice(events, 0, i);
+            if (kept == NULL) {
+                found = -1;
+            }
+        }
+        Py_DECREF(symbol);
+        Py_DECREF(event);
+        if (found < 0) {
+            Py_XDECREF(kept);
+            Py_DECREF(symbols);
+            Py_DECREF(events);
+            return NULL;
+        }
+    }
+    Py_DECREF(symbols);
+    Py_DECREF(events);
+    if (kept == NULL) {
+        Py_RETURN_NONE;
+    }
+    return kept;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL,
+     "route(table, latest, symbols, events): record the latest event per routed symbol; None "
+     "if every symbol is routed, else the routed events"},
+    {NULL},
+};
+
+/* ------------------------------------------------------------------------------------------ */
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "trio_dxlink._speedups",
     .m_doc = "C implementations of trio_dxlink's per-event hot spots (optional).",
     .m_size = -1,
+    .m_methods = speedups_methods,
 };
 
 PyMODINIT_FUNC
