@@ -15,12 +15,19 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *session.posargs)
 
 
+@nox.session(name="tests-pure")
+def tests_pure(session: nox.Session) -> None:
+    """Run the test suite on the pure-Python code paths (the C speedups turned off)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs, env={"TRIO_DXLINK_NO_SPEEDUPS": "1"})
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
     session.install("ruff")
-    session.run("ruff", "check", "trio_dxlink", "tests", "benchmarks")
-    session.run("ruff", "format", "--check", "trio_dxlink")
+    session.run("ruff", "check", "trio_dxlink", "tests", "benchmarks", "setup.py")
+    session.run("ruff", "format", "--check", "trio_dxlink", "setup.py")
 
 
 @nox.session

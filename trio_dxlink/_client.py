@@ -73,6 +73,7 @@ E = TypeVar("E", bound=Event)
 _CLOSE_GRACE = 2.0
 """Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
 
+
 def _py_route(
     table: dict[str, Any], latest: dict[str, Event], symbols: list[str], events: list[Event]
 ) -> list[Event] | None:
@@ -86,9 +87,8 @@ def _py_route(
     return [e for _, e in kept]
 
 
-_route: Callable[
-    [dict[str, Any], dict[str, Event], list[str], list[Event]], list[Event] | None
-] = _py_route if speedups is None else speedups.route
+_Router = Callable[[dict[str, Any], dict[str, Event], list[str], list[Event]], list[Event] | None]
+_route: _Router = _py_route if speedups is None else speedups.route
 
 FATAL_SERVER_ERRORS = frozenset({"UNSUPPORTED_PROTOCOL"})
 """Connection-level ERROR codes after which reconnecting is pointless."""

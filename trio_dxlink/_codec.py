@@ -333,6 +333,15 @@ def compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder
 
 
 def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
+    """The COMPACT decoder for ``cls`` rows laid out as ``layout``: the C one when the
+    speedups are built (falling back to Python for errors), else the Python one."""
+    decoder = _py_row_decoder(cls, layout)
+    if speedups is not None:
+        return _with_speedups(cls, layout, decoder)
+    return decoder
+
+
+def _py_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
     """Compile the COMPACT decoder for ``cls`` rows laid out as ``layout`` (dxLink names).
 
     Wire fields the class does not know (``eventType`` included) are skipped; class fields the
@@ -412,8 +421,6 @@ def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecode
     )
     exec(compile(src, f"<trio_dxlink row decoder {cls.EVENT_TYPE}>", "exec"), ns)
     decoder: RowDecoder = ns["decode"]
-    if speedups is not None:
-        return _with_speedups(cls, layout, decoder)
     return decoder
 
 

@@ -1,0 +1,296 @@
+"""The optional C speedups (``trio_dxlink._speedups``) against their pure-Python twins.
+
+Each C piece has a Python twin that the package uses when the extension is missing or turned
+off (``TRIO_DXLINK_NO_SPEEDUPS=1``; CI runs the whole suite both ways). Here both run in one
+process on the same inputs and must agree exactly: the same events, value types, errors and
+messages.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trio_dxlink import Overflow, Quote, open_dxlink
+from trio_dxlink._accel import speedups
+from trio_dxlink._client import _py_route
+from trio_dxlink._codec import Kind, _py_row_decoder, field_kinds
+from trio_dxlink._exceptions import RemoteProtocolError
+from trio_dxlink._subscription import _CANCEL_CHECK_MASK, _PyCursor
+from trio_dxlink.events import EVENT_TYPES, Event
+from trio_dxlink.testing import DXLinkServer
+
+from .test_properties import layouts
+
+if os.environ.get("TRIO_DXLINK_REQUIRE_SPEEDUPS") == "1":
+    # CI sets this, so a silently failed optional build cannot pass for a working one.
+    assert speedups is not None, "trio_dxlink._speedups was not built (or is turned off)"
+
+needs_speedups = pytest.mark.skipif(speedups is None, reason="trio_dxlink._speedups not built")
+
+
+def c_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> Any:
+    from trio_dxlink._codec import _with_speedups
+
+    return _with_speedups(cls, layout, _py_row_decoder(cls, layout))
+
+
+# --- values: every kind's valid forms, and things that are not valid for it ---
+
+_VALID: dict[Kind, st.SearchStrategy[Any]] = {
+    Kind.DOUBLE: st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from(["NaN", "Infinity", "-Infinity", None]),
+    Kind.LONG: st.integers(-(2**63), 2**63 - 1)
+    | st.floats(-(2**60), 2**60).map(float.__floor__).map(float),
+    Kind.STRING: st.none() | st.text(max_size=6),
+    Kind.BOOL: st.booleans(),
+}
+_ANYTHING = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["NaN", "nan", "inf", "Infinity", "1.5"])
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=2), st.integers(), max_size=1)
+)
+
+
+@st.composite
+def rows(draw: st.DrawFn, cls: type[Event], layout: tuple[str, ...], valid: bool) -> list[Any]:
+    by_wire = {wire: name for name, wire in cls.WIRE_NAMES.items()}
+    kinds = field_kinds(cls)
+    out: list[Any] = []
+    for wire in layout:
+        name = by_wire.get(wire)
+        if valid and name == "event_symbol":
+            out.append(draw(st.text(max_size=8)))
+        elif valid and name is not None:
+            out.append(draw(_VALID[kinds[name]]))
+        elif valid:
+            out.append(draw(_ANYTHING))  # a column the class does not have: never looked at
+        else:
+            out.append(draw(_ANYTHING))
+    return out
+
+
+def same_event(a: Event, b: Event) -> None:
+    assert type(a) is type(b)
+    for f in attrs.fields(type(a)):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        assert type(x) is type(y), f.name
+        assert x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y)), f.name
+
+
+def outcome(decode: Any, values: list[Any]) -> tuple[str, Any]:
+    try:
+        return "ok", decode(values)
+    except RemoteProtocolError as exc:
+        return "error", str(exc)
+
+
+@needs_speedups
+@pytest.mark.parametrize("cls", EVENT_TYPES, ids=lambda c: c.__name__)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_c_and_python_decoders_agree(cls: type[Event], data: st.DataObject) -> None:
+    layout = data.draw(layouts(cls), label="layout")
+    valid = data.draw(st.booleans(), label="valid")
+    values: list[Any] = []
+    for _ in range(data.draw(st.integers(0, 4), label="rows")):
+        values += data.draw(rows(cls, layout, valid), label="row")
+    if data.draw(st.booleans(), label="ragged") and values:
+        values = values[:-1]
+    slow, fast = _py_row_decoder(cls, layout), c_row_decoder(cls, layout)
+    want, got = outcome(slow, values), outcome(fast, values)
+    assert got[0] == want[0], (got, want)
+    if want[0] == "error":
+        assert got[1] == want[1]
+    else:
+        assert len(got[1]) == len(want[1])
+        for a, b in zip(got[1], want[1], strict=True):
+            same_event(a, b)
+
+
+@needs_speedups
+def test_c_decoded_events_behave_like_any_other() -> None:
+    layout = tuple(Quote.WIRE_NAMES.values())
+    values = ["SPY", 1, 2, 3, 4, "Q", 1.5, "NaN", 5, None, 2, 3.0]
+    (event,) = c_row_decoder(Quote, layout)(values)
+    built = Quote("SPY", 1, 2, 3, 4, "Q", 1.5, math.nan, 5, None, 2.0, 3.0)
+    assert event == built
+    assert hash(event) == hash(built)
+    assert type(event.ask_price) is float
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        event.bid_price = 2.0  # type: ignore[misc]
+    assert not gc.is_tracked(event)  # only atoms inside: the collector need not look at it
+    assert attrs.evolve(event, bid_price=9.0).bid_price == 9.0
+
+
+@needs_speedups
+def test_row_decoder_checks_what_it_is_given() -> None:
+    assert speedups is not None
+    Fields = Quote.__bases__[0]
+    symbol = Fields.__dict__["event_symbol"]
+
+    class Other:
+        __slots__ = ("x",)
+
+    K = speedups.KIND_SYMBOL
+    with pytest.raises(TypeError, match="slot descriptor"):
+        speedups.RowDecoder(Quote, 1, [(0, "event_symbol", K)], [])
+    with pytest.raises(TypeError, match="not a writable object slot"):
+        speedups.RowDecoder(Quote, 1, [(0, Other.__dict__["x"], K)], [])
+    with pytest.raises(ValueError, match="twice"):
+        speedups.RowDecoder(Quote, 2, [(0, symbol, K), (1, symbol, K)], [])
+    with pytest.raises(ValueError, match="twice"):
+        speedups.RowDecoder(Quote, 1, [(0, symbol, K)], [(symbol, "x")])
+    with pytest.raises(ValueError, match="bad column"):
+        speedups.RowDecoder(Quote, 1, [(1, symbol, K)], [])
+    with pytest.raises(ValueError, match="bad column"):
+        speedups.RowDecoder(Quote, 1, [(0, symbol, 99)], [])
+    with pytest.raises(ValueError, match="width"):
+        speedups.RowDecoder(Quote, 0, [], [])
+    decoder = speedups.RowDecoder(Quote, 1, [(0, symbol, K)], [])
+    assert decoder.width == 1
+    assert decoder(["a", 1]) is None  # the 1 is not a symbol: it gives up
+    assert [e.event_symbol for e in decoder(["a", "b"]) or []] == ["a", "b"]
+    assert decoder(("a",)) is None  # only lists
+    with pytest.raises(TypeError):
+        decoder()  # type: ignore[call-arg]
+
+
+# --- routing ---
+
+
+@needs_speedups
+@given(
+    table=st.sets(st.sampled_from("ABCDEF")),
+    symbols=st.lists(st.sampled_from("ABCDEFG"), max_size=12),
+    before=st.dictionaries(st.sampled_from("ABCDEF"), st.integers(), max_size=3),
+)
+def test_c_and_python_routing_agree(
+    table: set[str], symbols: list[str], before: dict[str, int]
+) -> None:
+    assert speedups is not None
+    events: list[Any] = [(s, i) for i, s in enumerate(symbols)]
+    routes = dict.fromkeys(table)
+    py_latest: dict[str, Any] = dict(before)
+    c_latest: dict[str, Any] = dict(before)
+    want = _py_route(routes, py_latest, symbols, events)
+    got = speedups.route(routes, c_latest, symbols, events)
+    assert got == want
+    assert c_latest == py_latest
+    assert (want is None) == all(s in table for s in symbols)
+
+
+@needs_speedups
+def test_route_refuses_mismatched_input() -> None:
+    assert speedups is not None
+    with pytest.raises(TypeError):
+        speedups.route({}, {}, ["a"], [])
+    with pytest.raises(TypeError):
+        speedups.route({}, {}, ("a",), [1])  # type: ignore[arg-type]
+
+
+# --- the async-for cursor ---
+
+
+def cursors() -> list[Any]:
+    out: list[Any] = [_PyCursor]
+    if speedups is not None:
+        out.append(speedups.Cursor)
+    return out
+
+
+@pytest.mark.parametrize("Cursor", cursors(), ids=lambda c: c.__module__)
+async def test_cursor_takes_the_slow_path_every_64th_event_and_at_the_end(Cursor: Any) -> None:
+    slow_calls: list[int] = []
+
+    async def slow() -> Any:
+        pos = cursor.pos
+        slow_calls.append(pos)
+        if pos < len(cursor.ready):
+            cursor.pos = pos + 1
+            return cursor.ready[pos]
+        raise StopAsyncIteration
+
+    cursor = Cursor(slow)
+    cursor.ready = list(range(200))
+    got = [x async for x in cursor]
+    assert got == list(range(200))
+    mask = _CANCEL_CHECK_MASK
+    assert slow_calls == [i for i in range(200) if i & mask == mask] + [200]
+
+
+@pytest.mark.parametrize("Cursor", cursors(), ids=lambda c: c.__module__)
+async def test_cursor_hands_out_each_value_once_even_when_awaits_overlap(Cursor: Any) -> None:
+    async def slow() -> Any:
+        raise StopAsyncIteration
+
+    cursor = Cursor(slow)
+    tup, exc = ("a tuple",), ValueError("an exception as a value")
+    cursor.ready = [tup, exc, None, 4]
+    first, second = cursor.__anext__(), cursor.__anext__()  # both pending at once
+    got = [await second, await first]
+    assert got in ([tup, exc], [exc, tup])  # C takes at the call, Python at the await
+    assert got[0] is not got[1]
+    assert await cursor.__anext__() is None
+    assert await cursor.__anext__() == 4
+    with pytest.raises(StopAsyncIteration):
+        await cursor.__anext__()
+
+
+@needs_speedups
+def test_cursor_checks_what_it_is_given() -> None:
+    assert speedups is not None
+    with pytest.raises(TypeError, match="callable"):
+        speedups.Cursor(42)  # type: ignore[arg-type]
+    cursor = speedups.Cursor(lambda: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="list"):
+        cursor.ready = (1, 2)  # type: ignore[assignment]
+    cursor.pos = -5  # out of range: the slow path decides
+    assert cursor.__anext__() is None
+
+
+async def test_a_consumer_cancelled_at_a_check_loses_no_event(server: DXLinkServer) -> None:
+    """The cancellation check every 64 events comes before the event is taken."""
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
+    ):
+        with trio.fail_after(5):
+            await server.wait_for(lambda: ("Quote", "SPY") in server.subscriptions())
+        server.publish(*(Quote("SPY", bid_price=float(i)) for i in range(100)))  # one frame
+        seen: list[float] = []
+        with trio.CancelScope() as scope:
+            async for quote in rx:
+                seen.append(quote.bid_price)
+                if len(seen) == 10:
+                    scope.cancel()  # noticed at the next check, at index 63
+        assert scope.cancelled_caught
+        assert seen == [float(i) for i in range(63)]
+        assert (await rx.receive()).bid_price == 63.0
+        rest = [q.bid_price for q in await rx.receive_batch()]
+        assert rest == [float(i) for i in range(64, 100)]
+
+
+def test_the_choice_follows_the_environment() -> None:
+    turned_off = os.environ.get("TRIO_DXLINK_NO_SPEEDUPS", "") not in ("", "0")
+    if turned_off:
+        assert speedups is None
+    elif os.environ.get("TRIO_DXLINK_REQUIRE_SPEEDUPS") == "1":
+        assert speedups is not None
+    else:
+        pytest.skip("the extension is optional outside CI")
