@@ -6,7 +6,9 @@ repeats with ``time.perf_counter``:
 1. ``orjson.loads`` alone over the frames (the floor: nothing can decode faster than parsing);
 2. full decoding through ``ClientConnection.receive_message`` on an authorized connection with an
    open channel (envelope checks, dispatch, compiled row decoder, statistics);
-3. ``orjson.loads`` followed by the bare compiled row decoder (``compile_row_decoder``).
+3. ``orjson.loads`` followed by the bare compiled row decoder (``compile_row_decoder``: the C
+   one when trio_dxlink's speedups are built);
+4. the same with the pure-Python row decoder (what runs without the speedups).
 
 It prints events/s for each and the connection's throughput as a percentage of loads-only
 throughput; the target is at least 35 %.
@@ -25,7 +27,8 @@ from typing import Any
 
 import orjson
 
-from trio_dxlink._codec import compile_row_decoder
+from trio_dxlink._accel import speedups
+from trio_dxlink._codec import _py_row_decoder, compile_row_decoder
 from trio_dxlink._connection import ClientConnection, FeedEvents
 from trio_dxlink._messages import SubscriptionEntry
 from trio_dxlink.events import Quote
@@ -182,6 +185,14 @@ def main() -> None:
             n += len(decoder(orjson.loads(frame)["data"][1]))
         return n
 
+    py_decoder = _py_row_decoder(Quote, LAYOUT)
+
+    def loads_and_py_decoder(_: None) -> int:
+        n = 0
+        for frame in frames:
+            n += len(py_decoder(orjson.loads(frame)["data"][1]))
+        return n
+
     # sanity: every path sees every event, and the decoded values are right
     sample = decoder(orjson.loads(frames[0])["data"][1])[0]
     expected = orjson.loads(frames[0])["data"][1][: len(LAYOUT)]
@@ -194,7 +205,8 @@ def main() -> None:
 
     print(
         f"{len(frames)} COMPACT Quote FEED_DATA frames x {EVENTS_PER_FRAME} events = {total:,} events"
-        f" ({megabytes:.1f} MB of JSON); best of {args.repeats} runs"
+        f" ({megabytes:.1f} MB of JSON); best of {args.repeats} runs; C speedups "
+        + ("on" if speedups is not None else "off (pure Python everywhere)")
     )
     results = {}
     no_setup: Callable[[], Any] = lambda: None  # noqa: E731
@@ -202,6 +214,7 @@ def main() -> None:
         ("orjson.loads only", loads_only, no_setup),
         ("ClientConnection.receive_message", through_connection, authorized_connection),
         ("orjson.loads + compile_row_decoder", loads_and_decoder, no_setup),
+        ("orjson.loads + pure-Python decoder", loads_and_py_decoder, no_setup),
     ]
     for label, run, setup in runs:
         seconds, count = best_of(args.repeats, run, setup)

@@ -65,6 +65,7 @@ import trio
 import trio_websocket
 
 import trio_dxlink
+import trio_dxlink._accel
 import trio_dxlink._transport
 from trio_dxlink import (
     Connector,
@@ -1025,6 +1026,8 @@ def machine_info(args: argparse.Namespace) -> list[str]:
         f" (os.cpu_count() = {os.cpu_count()}); Python {platform.python_version()}"
         f" ({platform.python_implementation()}); {versions}"
         + (f"; tastytrade {tt}" if tt else "; tastytrade not installed")
+        + ". trio_dxlink's C speedups: "
+        + ("built and on" if trio_dxlink._accel.speedups is not None else "**off** (pure Python)")
         + ". Server and client are separate processes on loopback."
         + (
             f" Load average when the run began: {os.getloadavg()[0]:.2f}."
