@@ -294,3 +294,22 @@ def test_the_choice_follows_the_environment() -> None:
         assert speedups is not None
     else:
         pytest.skip("the extension is optional outside CI")
+
+
+def test_a_module_built_from_other_sources_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    import trio_dxlink
+    from trio_dxlink import _accel
+
+    stale = types.ModuleType("trio_dxlink._speedups")
+    stale.__file__ = "/somewhere/_speedups.so"
+    stale.API_VERSION = _accel.API_VERSION - 1  # type: ignore[attr-defined]
+    monkeypatch.delenv("TRIO_DXLINK_NO_SPEEDUPS", raising=False)
+    monkeypatch.setitem(sys.modules, "trio_dxlink._speedups", stale)
+    monkeypatch.setattr(trio_dxlink, "_speedups", stale, raising=False)
+    with pytest.warns(RuntimeWarning, match="built from other sources"):
+        assert _accel._load() is None
+    stale.API_VERSION = _accel.API_VERSION  # type: ignore[attr-defined]
+    assert _accel._load() is stale

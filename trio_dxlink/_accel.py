@@ -10,9 +10,13 @@ extension is there (the test suite runs both ways).
 from __future__ import annotations
 
 import os
+import warnings
 from types import ModuleType
 
-__all__ = ["speedups"]
+__all__ = ["API_VERSION", "speedups"]
+
+API_VERSION = 1
+"""The ``API_VERSION`` of the ``_speedups`` module this Python code was written against."""
 
 
 def _load() -> ModuleType | None:
@@ -21,6 +25,14 @@ def _load() -> ModuleType | None:
     try:
         from . import _speedups
     except ImportError:
+        return None
+    if getattr(_speedups, "API_VERSION", None) != API_VERSION:
+        warnings.warn(
+            f"ignoring {_speedups.__file__}: it was built from other sources (a stale build?);"
+            " reinstall trio_dxlink to rebuild it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     return _speedups
 

@@ -25,6 +25,10 @@
 #include <structmember.h>
 #include <math.h>
 
+/* Bumped whenever what Python expects of this module changes; trio_dxlink/_accel.py refuses a
+ * module built from other sources (say, a stale build left in a source tree). */
+#define API_VERSION 1
+
 enum { KIND_SYMBOL = 0, KIND_DOUBLE = 1, KIND_LONG = 2, KIND_STRING = 3, KIND_BOOL = 4 };
 
 static PyObject *float_nan;     /* the float objects for "NaN", "Infinity", "-Infinity" */
@@ -749,7 +753,8 @@ PyInit__speedups(void)
         PyModule_AddIntConstant(m, "KIND_LONG", KIND_LONG) < 0 ||
         PyModule_AddIntConstant(m, "KIND_STRING", KIND_STRING) < 0 ||
         PyModule_AddIntConstant(m, "KIND_BOOL", KIND_BOOL) < 0 ||
-        PyModule_AddIntConstant(m, "CANCEL_CHECK_MASK", CANCEL_CHECK_MASK) < 0) {
+        PyModule_AddIntConstant(m, "CANCEL_CHECK_MASK", CANCEL_CHECK_MASK) < 0 ||
+        PyModule_AddIntConstant(m, "API_VERSION", API_VERSION) < 0) {
         Py_DECREF(m);
         return NULL;
     }
