@@ -253,6 +253,38 @@ async def test_cursor_hands_out_each_value_once_even_when_awaits_overlap(Cursor:
 
 
 @needs_speedups
+async def test_an_awaitable_from_the_cursor_gives_its_event_once() -> None:
+    assert speedups is not None
+
+    async def slow() -> Any:
+        raise StopAsyncIteration
+
+    cursor = speedups.Cursor(slow)
+    cursor.ready = ["a", "b"]
+    awaitable = cursor.__anext__()
+    assert await awaitable == "a"
+    with pytest.raises(RuntimeError, match="already awaited"):
+        await awaitable
+    assert await cursor.__anext__() == "b"
+
+
+@needs_speedups
+def test_the_cursors_awaitable_also_works_as_a_plain_iterator() -> None:
+    # What `await` uses where it does not look for am_send (CPython 3.12 and later).
+    assert speedups is not None
+    values: list[Any] = [("a", "tuple"), KeyError("k"), None, 7]
+    cursor = speedups.Cursor(lambda: None)  # type: ignore[arg-type,return-value]
+    cursor.ready = list(values)
+    for value in values:
+        iterator = cursor.__anext__().__await__()  # type: ignore[attr-defined]
+        with pytest.raises(StopIteration) as stop:
+            next(iterator)
+        assert stop.value.value is value
+        with pytest.raises(RuntimeError, match="already awaited"):
+            next(iterator)
+
+
+@needs_speedups
 def test_cursor_checks_what_it_is_given() -> None:
     assert speedups is not None
     with pytest.raises(TypeError, match="callable"):

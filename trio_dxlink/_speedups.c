@@ -442,7 +442,7 @@ Ready_iternext(Ready *self)
 {
     PyObject *value = self->value;
     if (value == NULL) {
-        PyErr_SetNone(PyExc_StopIteration);
+        PyErr_SetString(PyExc_RuntimeError, "this awaitable was already awaited");
         return NULL;
     }
     self->value = NULL;
@@ -466,9 +466,9 @@ static PySendResult
 Ready_send(Ready *self, PyObject *arg, PyObject **result)
 {
     if (self->value == NULL) {
-        Py_INCREF(Py_None);
-        *result = Py_None;
-        return PYGEN_RETURN;
+        PyErr_SetString(PyExc_RuntimeError, "this awaitable was already awaited");
+        *result = NULL;
+        return PYGEN_ERROR;
     }
     *result = self->value; /* the reference passes to the caller */
     self->value = NULL;

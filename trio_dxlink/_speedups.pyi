@@ -29,4 +29,5 @@ class Cursor:
 def route(
     table: dict[str, Any], latest: dict[str, Any], symbols: list[str], events: list[Any], /
 ) -> list[Any] | None: ...
+
 API_VERSION: int
