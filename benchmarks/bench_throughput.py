@@ -73,6 +73,7 @@ from trio_dxlink import (
     Overflow,
     Quote,
     SlowConsumerError,
+    Subscription,
     open_dxlink,
     websocket_connector,
 )
@@ -383,11 +384,19 @@ async def child_dxlink(args: argparse.Namespace) -> dict[str, Any]:
     n = 0
     async with connect(args) as feed:
         symbols = option_symbols(args.symbols)
-        async with feed.subscribe(
-            Quote, symbols, overflow=Overflow.LOSSLESS, max_buffer=args.max_buffer
-        ) as rx:
+        # --handles N: the symbols dealt round-robin to N handles, each with its own consumer
+        groups = [symbols[i :: args.handles] for i in range(args.handles)]
+        async with contextlib.AsyncExitStack() as stack:
+            handles = [
+                await stack.enter_async_context(
+                    feed.subscribe(
+                        Quote, group, overflow=Overflow.LOSSLESS, max_buffer=args.max_buffer
+                    )
+                )
+                for group in groups
+            ]
 
-            async def consume() -> None:
+            async def consume(rx: Subscription[Quote]) -> None:
                 nonlocal n
                 if args.batches:
                     async for batch in rx.batches():
@@ -397,10 +406,11 @@ async def child_dxlink(args: argparse.Namespace) -> dict[str, Any]:
                         n += 1
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(consume)
+                for rx in handles:
+                    nursery.start_soon(consume, rx)
                 result = await measure(lambda: n, args, sleep=trio.sleep)
                 nursery.cancel_scope.cancel()
-            result["dropped"] = rx.statistics().dropped
+            result["dropped"] = sum(rx.statistics().dropped for rx in handles)
             emit(result)  # the figure is safe even if closing fails
         closing = time.perf_counter()  # the server is still streaming
     return {"close_seconds": time.perf_counter() - closing}
@@ -638,6 +648,7 @@ class Child:
             "receive_buffer": BIG_READ,
             "policy": "LOSSLESS",
             "batches": False,
+            "handles": 1,
             "transport": "trio-websocket",
             **overrides,
         }
@@ -760,7 +771,15 @@ CLIENTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("ceiling", "ceiling", "ceiling: receive + `orjson.loads`", {}),
     ("iter", "dxlink", "trio_dxlink, `async for q in rx`", {}),
     ("batches", "dxlink", "trio_dxlink, `rx.batches()`", {"batches": True}),
+    (
+        "fanout",
+        "dxlink",
+        "trio_dxlink, 4 handles (the symbols dealt out), `async for` on each",
+        {"handles": 4},
+    ),
 ]
+DEFAULT_TRANSPORT_ONLY = {"fanout"}
+"""Clients measured on the default transport only (to keep the run short)."""
 
 
 def section_throughput(args: argparse.Namespace, out: list[str], targets: list[str]) -> None:
@@ -774,6 +793,8 @@ def section_throughput(args: argparse.Namespace, out: list[str], targets: list[s
         for round_ in range(args.rounds):
             for transport, _, topts in transports:
                 for client, role, _label, copts in CLIENTS:
+                    if client in DEFAULT_TRANSPORT_ONLY and transport != "default":
+                        continue
                     opts = {**topts, **copts}
                     name = f"[{round_ + 1}/{args.rounds}] {transport}: {client}"
                     runs.setdefault((transport, client), []).append(
@@ -832,8 +853,9 @@ def section_throughput(args: argparse.Namespace, out: list[str], targets: list[s
     for transport, heading, _ in transports:
         ceiling = best[transport, "ceiling"].get("rate")
         for client, _, label, _ in CLIENTS:
-            result = best[transport, client]
-            row(heading, label, result.get("rate"), result, ceiling)
+            if (transport, client) in best:
+                result = best[transport, client]
+                row(heading, label, result.get("rate"), result, ceiling)
     tt_name = f"tastytrade {tastytrade_version()} `DXLinkStreamer`"
     if tt:
         http = "httpx2 websockets (its own)"
@@ -1095,6 +1117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--policy", default="LOSSLESS", help=argparse.SUPPRESS)
     p.add_argument("--batches", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--handles", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--transport", default="trio-websocket", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     quick = args.quick

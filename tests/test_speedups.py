@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from trio_dxlink import Overflow, Quote, open_dxlink
 from trio_dxlink._accel import speedups
-from trio_dxlink._client import _py_route
+from trio_dxlink._client import _py_fan_out, _py_route
 from trio_dxlink._codec import Kind, _py_row_decoder, field_kinds
 from trio_dxlink._exceptions import RemoteProtocolError
 from trio_dxlink._subscription import _CANCEL_CHECK_MASK, _PyCursor
@@ -196,12 +196,38 @@ def test_c_and_python_routing_agree(
 
 
 @needs_speedups
+@given(
+    table=st.dictionaries(
+        st.sampled_from("ABCDEF"), st.lists(st.sampled_from(["h1", "h2", "h3"]), unique=True)
+    ),
+    symbols=st.lists(st.sampled_from("ABCDEFG"), max_size=12),
+    before=st.dictionaries(st.sampled_from("ABCDEF"), st.integers(), max_size=3),
+)
+def test_c_and_python_fan_out_agree(
+    table: dict[str, list[str]], symbols: list[str], before: dict[str, int]
+) -> None:
+    assert speedups is not None
+    events: list[Any] = [(s, i) for i, s in enumerate(symbols)]
+    py_latest: dict[str, Any] = dict(before)
+    c_latest: dict[str, Any] = dict(before)
+    want_shares, want_unrouted = _py_fan_out(table, py_latest, symbols, events)
+    got_shares, got_unrouted = speedups.fan_out(table, c_latest, symbols, events)
+    assert list(got_shares.items()) == list(want_shares.items())  # same order, too
+    assert got_unrouted == want_unrouted == sum(s not in table for s in symbols)
+    assert c_latest == py_latest
+
+
+@needs_speedups
 def test_route_refuses_mismatched_input() -> None:
     assert speedups is not None
     with pytest.raises(TypeError):
         speedups.route({}, {}, ["a"], [])
     with pytest.raises(TypeError):
         speedups.route({}, {}, ("a",), [1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        speedups.fan_out({}, {}, ["a"], [])
+    with pytest.raises(TypeError, match="list of handles"):
+        speedups.fan_out({"a": ("h",)}, {}, ["a"], [1])  # type: ignore[dict-item]
 
 
 # --- the async-for cursor ---

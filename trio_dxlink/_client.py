@@ -90,6 +90,35 @@ def _py_route(
 _Router = Callable[[dict[str, Any], dict[str, Event], list[str], list[Event]], list[Event] | None]
 _route: _Router = _py_route if speedups is None else speedups.route
 
+
+def _py_fan_out(
+    table: dict[str, list[Any]], latest: dict[str, Event], symbols: list[str], events: list[Event]
+) -> tuple[dict[Any, list[Event]], int]:
+    """Each handle's share of a batch (in order), and how many events no handle wanted; records
+    the latest event of each routed symbol. (``trio_dxlink._speedups.fan_out`` in C.)"""
+    shares: dict[Any, list[Event]] = {}
+    unrouted = 0
+    for symbol, event in zip(symbols, events, strict=True):
+        route = table.get(symbol)
+        if route is None:
+            unrouted += 1
+            continue
+        latest[symbol] = event
+        for handle in route:
+            share = shares.get(handle)
+            if share is None:
+                shares[handle] = [event]
+            else:
+                share.append(event)
+    return shares, unrouted
+
+
+_FanOut = Callable[
+    [dict[str, list[Any]], dict[str, Event], list[str], list[Event]],
+    tuple[dict[Any, list[Event]], int],
+]
+_fan_out: _FanOut = _py_fan_out if speedups is None else speedups.fan_out
+
 FATAL_SERVER_ERRORS = frozenset({"UNSUPPORTED_PROTOCOL"})
 """Connection-level ERROR codes after which reconnecting is pointless."""
 
@@ -206,13 +235,6 @@ class _TokenRejected(AuthenticationError):
     pass
 
 
-class _Route:
-    __slots__ = ("handles",)
-
-    def __init__(self) -> None:
-        self.handles: list[Subscription[Any]] = []
-
-
 class _Live:
     """The per-connection state: the sans-I/O core and the channel of each event type."""
 
@@ -280,7 +302,8 @@ class DXLinkFeed:
         self._handles: dict[Subscription[Any], None] = {}
         self._wire: dict[tuple[str, str, str | None], dict[Subscription[Any], None]] = {}
         self._entries: dict[tuple[str, str, str | None], SubscriptionEntry] = {}
-        self._routes: dict[str, dict[str, _Route]] = {}
+        # per event type: symbol (as the server spells it) -> the handles it goes to
+        self._routes: dict[str, dict[str, list[Subscription[Any]]]] = {}
         self._handles_of: dict[str, dict[Subscription[Any], None]] = {}
         self._latest: dict[str, dict[str, Event]] = {}  # last event per routed symbol
         # counters
@@ -415,9 +438,9 @@ class DXLinkFeed:
             for alias in self._aliases(handle.event_type, symbol):
                 route = table.get(alias)
                 if route is None:
-                    route = table[alias] = _Route()
-                if handle not in route.handles:
-                    route.handles.append(handle)
+                    route = table[alias] = []
+                if handle not in route:
+                    route.append(handle)
             key = (name, symbol, handle.source)
             holders = self._wire.setdefault(key, {})
             holders[handle] = None
@@ -437,9 +460,9 @@ class DXLinkFeed:
         for symbol in symbols:
             for alias in self._aliases(handle.event_type, symbol):
                 route = table.get(alias)
-                if route is not None and handle in route.handles:
-                    route.handles.remove(handle)
-                    if not route.handles:
+                if route is not None and handle in route:
+                    route.remove(handle)
+                    if not route:
                         del table[alias]
                         self._latest.get(name, {}).pop(alias, None)
             key = (name, symbol, handle.source)
@@ -493,22 +516,31 @@ class DXLinkFeed:
             return
         latest = self._latest.setdefault(name, {})
         handles = self._handles_of[name]
-        if len(handles) == 1 and "*" not in table:
-            # The common case, one handle for the type: no per-event routing at all.
-            (handle,) = handles
-            if handle.source is None:
+        if "*" not in table and all(h.source is None for h in handles):
+            if len(handles) == 1:
+                # The common case, one handle for the type: no per-event routing at all.
+                (handle,) = handles
                 kept = _route(table, latest, batch.symbols, events)
                 if kept is not None:
                     self._unrouted += len(events) - len(kept)
                     events = kept
                 if events:
                     handle._push(events)
-                return
+            else:
+                shares, unrouted = _fan_out(table, latest, batch.symbols, events)
+                self._unrouted += unrouted
+                for handle, share in shares.items():
+                    handle._push(share)
+            return
         self._route_each(table, latest, events)
 
     def _route_each(
-        self, table: dict[str, _Route], latest: dict[str, Event], events: list[Event]
+        self,
+        table: dict[str, list[Subscription[Any]]],
+        latest: dict[str, Event],
+        events: list[Event],
     ) -> None:
+        # The general case: wildcard handles, or handles filtering by order source.
         wild = table.get("*")
         per_handle: dict[Subscription[Any], list[Event]] = {}
         unrouted = 0
@@ -521,7 +553,7 @@ class DXLinkFeed:
                 route = wild
             else:
                 latest[event.event_symbol] = event
-            for handle in route.handles:
+            for handle in route:
                 if handle.source is not None and getattr(event, "source", None) != handle.source:
                     continue
                 bucket = per_handle.get(handle)
@@ -530,8 +562,8 @@ class DXLinkFeed:
                 else:
                     bucket.append(event)
             if wild is not None and route is not wild:
-                for handle in wild.handles:  # wildcard handles see every symbol
-                    if handle not in route.handles:
+                for handle in wild:  # wildcard handles see every symbol
+                    if handle not in route:
                         per_handle.setdefault(handle, []).append(event)
         self._unrouted += unrouted
         for handle, bucket in per_handle.items():

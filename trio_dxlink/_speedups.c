@@ -27,7 +27,7 @@
 
 /* Bumped whenever what Python expects of this module changes; trio_dxlink/_accel.py refuses a
  * module built from other sources (say, a stale build left in a source tree). */
-#define API_VERSION 1
+#define API_VERSION 2
 
 enum { KIND_SYMBOL = 0, KIND_DOUBLE = 1, KIND_LONG = 2, KIND_STRING = 3, KIND_BOOL = 4 };
 
@@ -710,7 +710,99 @@ route(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return kept;
 }
 
+/* fan_out(table, latest, symbols, events) -> (shares, unrouted): the dispatch step for several
+ * handles. `table` maps a symbol to the list of handles it goes to. For each event whose symbol
+ * is in `table`: latest[symbol] = event, and the event is appended to shares[handle] for each
+ * of its handles. `unrouted` counts the events whose symbol is not in `table`. */
+static PyObject *
+fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "fan_out(table, latest, symbols, events)");
+        return NULL;
+    }
+    PyObject *table = args[0], *latest = args[1], *symbols = args[2], *events = args[3];
+    if (!PyDict_Check(table) || !PyDict_Check(latest) || !PyList_CheckExact(symbols) ||
+        !PyList_CheckExact(events) || PyList_GET_SIZE(symbols) != PyList_GET_SIZE(events)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fan_out() takes two dicts and two lists of the same length");
+        return NULL;
+    }
+    PyObject *shares = PyDict_New();
+    if (shares == NULL) {
+        return NULL;
+    }
+    Py_ssize_t unrouted = 0;
+    Py_INCREF(symbols);
+    Py_INCREF(events);
+    int failed = 0;
+    for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(symbols) && i < PyList_GET_SIZE(events);
+         i++) {
+        PyObject *symbol = PyList_GET_ITEM(symbols, i);
+        PyObject *event = PyList_GET_ITEM(events, i);
+        Py_INCREF(symbol);
+        Py_INCREF(event);
+        PyObject *route = PyDict_GetItemWithError(table, symbol); /* borrowed */
+        if (route == NULL) {
+            if (PyErr_Occurred()) {
+                failed = 1;
+            }
+            else {
+                unrouted++;
+            }
+        }
+        else if (!PyList_CheckExact(route)) {
+            PyErr_SetString(PyExc_TypeError, "fan_out(): a route must be a list of handles");
+            failed = 1;
+        }
+        else {
+            Py_INCREF(route);
+            if (PyDict_SetItem(latest, symbol, event) < 0) {
+                failed = 1;
+            }
+            for (Py_ssize_t h = 0; !failed && h < PyList_GET_SIZE(route); h++) {
+                PyObject *handle = PyList_GET_ITEM(route, h);
+                Py_INCREF(handle);
+                PyObject *share = PyDict_GetItemWithError(shares, handle); /* borrowed */
+                if (share != NULL) {
+                    failed = PyList_Append(share, event) < 0;
+                }
+                else if (PyErr_Occurred()) {
+                    failed = 1;
+                }
+                else {
+                    share = PyList_New(1);
+                    if (share == NULL) {
+                        failed = 1;
+                    }
+                    else {
+                        Py_INCREF(event);
+                        PyList_SET_ITEM(share, 0, event);
+                        failed = PyDict_SetItem(shares, handle, share) < 0;
+                        Py_DECREF(share);
+                    }
+                }
+                Py_DECREF(handle);
+            }
+            Py_DECREF(route);
+        }
+        Py_DECREF(symbol);
+        Py_DECREF(event);
+    }
+    Py_DECREF(symbols);
+    Py_DECREF(events);
+    if (failed) {
+        Py_DECREF(shares);
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("(Nn)", shares, unrouted);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"fan_out", (PyCFunction)(void (*)(void))fan_out, METH_FASTCALL,
+     "fan_out(table, latest, symbols, events): each handle's share of a batch, and the count of "
+     "events no handle wanted; records the latest event per routed symbol"},
     {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL,
      "route(table, latest, symbols, events): record the latest event per routed symbol; None "
      "if every symbol is routed, else the routed events"},

@@ -31,3 +31,7 @@ def route(
 ) -> list[Any] | None: ...
 
 API_VERSION: int
+
+def fan_out(
+    table: dict[str, list[Any]], latest: dict[str, Any], symbols: list[str], events: list[Any], /
+) -> tuple[dict[Any, list[Any]], int]: ...
