@@ -390,7 +390,7 @@ async def child_dxlink(args: argparse.Namespace) -> dict[str, Any]:
             handles = [
                 await stack.enter_async_context(
                     feed.subscribe(
-                        Quote, group, overflow=Overflow.LOSSLESS, max_buffer=args.max_buffer
+                        Quote, group, overflow=Overflow[args.policy], max_buffer=args.max_buffer
                     )
                 )
                 for group in groups

@@ -521,11 +521,12 @@ class DXLinkFeed:
                 # The common case, one handle for the type: no per-event routing at all.
                 (handle,) = handles
                 kept = _route(table, latest, batch.symbols, events)
-                if kept is not None:
+                if kept is None:
+                    handle._push(events, batch.symbols)
+                else:
                     self._unrouted += len(events) - len(kept)
-                    events = kept
-                if events:
-                    handle._push(events)
+                    if kept:
+                        handle._push(kept)
             else:
                 shares, unrouted = _fan_out(table, latest, batch.symbols, events)
                 self._unrouted += unrouted

@@ -29,6 +29,7 @@ Every handle counts what it received, delivered, dropped and conflated (:meth:`s
 from __future__ import annotations
 
 import enum
+import operator
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -51,6 +52,8 @@ __all__ = ["Overflow", "Subscription", "SubscriptionStatistics"]
 E = TypeVar("E", bound=Event)
 
 DEFAULT_MAX_BUFFER = 25_000
+
+_SYMBOL = operator.attrgetter("event_symbol")
 
 _CANCEL_CHECK_MASK = 63
 """Within a batch, iteration is a cancellation point every 64 events (it costs ~0.6 µs)."""
@@ -311,7 +314,8 @@ class Subscription(Generic[E]):
 
     # --- internals: producer side (called by the feed, synchronously) ---
 
-    def _push(self, events: list[E]) -> None:
+    def _push(self, events: list[E], symbols: list[str] | None = None) -> None:
+        # `symbols`, when given, are the events' symbols in order (saves reading them again).
         if self._error is not None or self._closed:
             self._dropped += len(events)
             return
@@ -321,8 +325,8 @@ class Subscription(Generic[E]):
         if policy is Overflow.LATEST:
             latest = self._latest
             before = len(latest)
-            for event in events:
-                latest[event.event_symbol] = event
+            keys = map(_SYMBOL, events) if symbols is None else symbols
+            latest.update(zip(keys, events, strict=True))
             added = len(latest) - before
             self._conflated += n - added
             # Conflation is naturally bounded by the symbols subscribed; max_buffer only
