@@ -274,6 +274,24 @@ async def test_candle_history_snapshot_flags() -> None:
     assert all(c.event_symbol == "AAPL{=1m}" for c in events)
 
 
+async def test_removing_one_spelling_of_a_candle_symbol_keeps_the_other(
+    server: DXLinkServer,
+) -> None:
+    # "price=last" is the default, so both spellings are routed by AAPL{=5m}
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Candle, ["AAPL{=5m}", "AAPL{=5m,price=last}"]) as rx,
+    ):
+        await subscribed(server, "Candle", "AAPL{=5m}")
+        rx.remove(["AAPL{=5m,price=last}"])
+        await unsubscribed(server, "Candle", "AAPL{=5m,price=last}")
+        server.publish(Candle("AAPL{=5m}", time=1_700_000_000_000, close=3.0))
+        with trio.fail_after(5):
+            candle = await rx.receive()
+        assert (candle.event_symbol, candle.close) == ("AAPL{=5m}", 3.0)
+        assert feed.statistics().events_unrouted == 0
+
+
 # --- one-shot reads ---
 
 

@@ -8,9 +8,12 @@ once the sentinel is in, every earlier event has been routed.
 
 from __future__ import annotations
 
+import traceback
+
 import orjson
 import pytest
 import trio
+import trio.testing
 
 from trio_dxlink import (
     FeedState,
@@ -187,3 +190,96 @@ async def test_a_cancelled_receive_loses_nothing(server: DXLinkServer) -> None:
         got = [(await rx.receive()).bid_price for _ in range(3)]
         assert got == [1.0, 2.0, 3.0]
         assert rx.statistics().delivered <= 3
+
+
+# --- several readers, repeated errors, bounded conflation ---
+
+
+async def test_two_tasks_reading_one_handle_each_get_different_events(
+    server: DXLinkServer,
+) -> None:
+    """Like a trio memory channel, a handle may have several readers: every event goes to
+    exactly one of them, whichever way each one reads."""
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
+    ):
+        await ready(server, SENTINEL, "SPY")
+        seen: list[float] = []
+        total = 200
+        all_seen = trio.Event()
+
+        def record(*prices: float) -> None:
+            seen.extend(prices)
+            if len(seen) >= total:
+                all_seen.set()
+
+        async def by_event() -> None:
+            async for quote in rx:
+                record(quote.bid_price)
+
+        async def by_batch() -> None:
+            async for batch in rx.batches():
+                record(*(q.bid_price for q in batch))
+
+        async def by_receive() -> None:
+            while True:
+                record((await rx.receive()).bid_price)
+
+        def publish(first: int, last: int) -> None:
+            for start in range(first, last, 20):  # frames of twenty
+                server.publish(*quotes("SPY", 20, start=float(start)))
+
+        with trio.fail_after(10):
+            publish(0, total // 2)  # half of it waits in the buffer before anyone reads
+            await settle(server, sentinel)
+            async with trio.open_nursery() as nursery:
+                for reader in (by_event, by_batch, by_receive):
+                    nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()  # all three wait for data
+                publish(total // 2, total)  # and half of it arrives while they wait
+                await all_seen.wait()
+                await trio.testing.wait_all_tasks_blocked()  # anything extra would show now
+                nursery.cancel_scope.cancel()
+        assert sorted(seen) == [float(i) for i in range(total)]  # none lost, none twice
+        assert rx.statistics().delivered == total
+
+
+async def test_a_failed_handle_raises_its_error_again_without_growing_it(
+    server: DXLinkServer,
+) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS, max_buffer=1) as rx,
+    ):
+        await ready(server, SENTINEL, "SPY")
+        server.publish(*quotes("SPY", 2))  # one frame of two: more than max_buffer
+        await settle(server, sentinel)
+        depths = []
+        for _ in range(3):
+            with pytest.raises(SlowConsumerError) as caught:
+                await rx.receive()
+            depths.append(len(list(traceback.walk_tb(caught.value.__traceback__))))
+        assert depths[0] == depths[1] == depths[2]
+
+
+async def test_a_bounded_wildcard_latest_handle_evicts_the_stalest_symbol(
+    server: DXLinkServer,
+) -> None:
+    async with (
+        open_dxlink(server.url) as feed,
+        feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
+        feed.subscribe(Quote, ["*"], overflow=Overflow.LATEST, max_buffer=3) as rx,
+    ):
+        await ready(server, SENTINEL, "*")
+        server.publish(
+            Quote("A", bid_price=1.0), Quote("B", bid_price=1.0), Quote("C", bid_price=1.0)
+        )
+        server.publish(Quote("D", bid_price=2.0), Quote("A", bid_price=2.0))  # A is now fresh
+        await settle(server, sentinel)  # the wildcard handle gets the sentinel's quote too
+        got = {q.event_symbol: q.bid_price for q in await rx.receive_batch()}
+        assert got == {"D": 2.0, "A": 2.0, SENTINEL: -1.0}  # B, then C, updated longest ago
+        stats = rx.statistics()
+        assert (stats.received, stats.dropped, stats.delivered) == (6, 2, 3)

@@ -456,9 +456,18 @@ class DXLinkFeed:
     def _remove_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
         name = handle.event_type.EVENT_TYPE
         table = self._routes.get(name, {})
+        symbols = list(symbols)
+        # Two spellings of one candle symbol share a route: keep the handle on the routes that
+        # a symbol it still has maps to.
+        kept: set[str] = set()
+        if issubclass(handle.event_type, Candle):
+            for symbol in handle.symbols - set(symbols):
+                kept.update(self._aliases(handle.event_type, symbol))
         removed = []
         for symbol in symbols:
             for alias in self._aliases(handle.event_type, symbol):
+                if alias in kept:
+                    continue
                 route = table.get(alias)
                 if route is not None and handle in route:
                     route.remove(handle)

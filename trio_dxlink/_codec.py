@@ -432,16 +432,13 @@ _SPEEDUP_KINDS = {
 }
 
 
-def _with_speedups(cls: type[Event], layout: tuple[str, ...], slow: RowDecoder) -> RowDecoder:
-    """The C decoder for the same rows, falling back to ``slow`` for anything it refuses.
+def _c_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> Any:
+    """The C ``RowDecoder`` for ``cls`` rows laid out as ``layout`` (the speedups must be on).
 
-    The C decoder accepts exactly the values the compiled Python decoder accepts without
-    raising and converts them the same way; on anything else it gives up (returns ``None``) and
-    the Python decoder runs, so error messages come from one place.
+    It returns the events, or ``None`` for anything the Python decoder would reject.
     """
     assert speedups is not None
-    storage = _twin_for(cls)
-    slots = storage.__dict__
+    slots = _twin_for(cls).__dict__
     by_wire = {wire: name for name, wire in cls.WIRE_NAMES.items()}
     kinds = field_kinds(cls)
     columns: list[tuple[int, Any, int]] = []
@@ -454,8 +451,17 @@ def _with_speedups(cls: type[Event], layout: tuple[str, ...], slow: RowDecoder) 
         kind = "KIND_SYMBOL" if name == "event_symbol" else _SPEEDUP_KINDS[kinds[name]]
         columns.append((i, slots[name], getattr(speedups, kind)))
     defaults = [(slots[name], _default(cls, name)) for name in kinds if name not in seen]
-    fast: Callable[[list[Any]], list[Event] | None]
-    fast = speedups.RowDecoder(cls, len(layout), columns, defaults)
+    return speedups.RowDecoder(cls, len(layout), columns, defaults)
+
+
+def _with_speedups(cls: type[Event], layout: tuple[str, ...], slow: RowDecoder) -> RowDecoder:
+    """The C decoder for the same rows, falling back to ``slow`` for anything it refuses.
+
+    The C decoder accepts exactly the values the compiled Python decoder accepts without
+    raising and converts them the same way; on anything else it gives up (returns ``None``) and
+    the Python decoder runs, so error messages come from one place.
+    """
+    fast: Callable[[list[Any]], list[Event] | None] = _c_row_decoder(cls, layout)
 
     def decode(values: list[Any]) -> list[Event]:
         events = fast(values)

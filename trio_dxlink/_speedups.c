@@ -171,12 +171,31 @@ RowDecoder_free_parts(RowDecoder *self)
         PyMem_Free(self->defaults);
         self->defaults = NULL;
     }
+    self->ndefaults = 0;
     PyMem_Free(self->columns);
     self->columns = NULL;
+    self->ncolumns = 0;
     Py_CLEAR(self->cls);
 }
 
 static PyObject *RowDecoder_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
+
+/* Whether allocating an instance of `cls` and filling its slots makes a valid object: its
+ * layout must come from `object` plus __slots__ only (no built-in base with state of its own),
+ * with object's __new__, no __dict__ and a fixed size. */
+static int
+instantiable_plainly(PyTypeObject *cls)
+{
+    if (cls->tp_new != PyBaseObject_Type.tp_new || cls->tp_itemsize != 0 ||
+        cls->tp_dictoffset != 0) {
+        return 0;
+    }
+    PyTypeObject *base = cls;
+    while (base != NULL && (base->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        base = base->tp_base;
+    }
+    return base == &PyBaseObject_Type;
+}
 
 /* RowDecoder(cls, width, columns, defaults)
  *   columns:  sequence of (column index, slot descriptor, kind)
@@ -205,7 +224,15 @@ RowDecoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(cols);
         return NULL;
     }
-    RowDecoder *self = (RowDecoder *)type->tp_alloc(type, 0);
+    RowDecoder *self = NULL;
+    if (!instantiable_plainly((PyTypeObject *)cls)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%R cannot be instantiated by filling its slots: it must be a class of "
+                     "plain objects with no __new__, no __dict__ and no variable size",
+                     cls);
+        goto fail;
+    }
+    self = (RowDecoder *)type->tp_alloc(type, 0);
     if (self == NULL) {
         goto fail;
     }
@@ -423,11 +450,26 @@ typedef struct {
 
 static PyTypeObject Ready_Type;
 
+static int
+Ready_traverse(Ready *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->value);
+    return 0;
+}
+
+static int
+Ready_clear(Ready *self)
+{
+    Py_CLEAR(self->value);
+    return 0;
+}
+
 static void
 Ready_dealloc(Ready *self)
 {
+    PyObject_GC_UnTrack(self);
     Py_XDECREF(self->value);
-    PyObject_Free(self);
+    PyObject_GC_Del(self);
 }
 
 static PyObject *
@@ -484,9 +526,11 @@ static PyTypeObject Ready_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "trio_dxlink._speedups.Ready",
     .tp_basicsize = sizeof(Ready),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "an awaitable that is already done",
     .tp_dealloc = (destructor)Ready_dealloc,
+    .tp_traverse = (traverseproc)Ready_traverse,
+    .tp_clear = (inquiry)Ready_clear,
     .tp_as_async = &Ready_async,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)Ready_iternext,
@@ -537,6 +581,7 @@ Cursor_traverse(Cursor *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->ready);
     Py_VISIT(self->slow);
+    Py_VISIT(self->spare);
     return 0;
 }
 
@@ -571,23 +616,28 @@ Cursor_anext(Cursor *self)
     PyObject *ready = self->ready;
     if (ready != NULL && PyList_CheckExact(ready) && pos >= 0 && pos < PyList_GET_SIZE(ready) &&
         (pos & CANCEL_CHECK_MASK) != CANCEL_CHECK_MASK) {
+        /* Take the event first: releasing an old awaitable below can run arbitrary code. The
+         * event is taken now, at the call, as the Python cursor does too. */
+        PyObject *value = PyList_GET_ITEM(ready, pos);
+        Py_INCREF(value);
+        self->pos = pos + 1;
         Ready *r = self->spare;
         if (r != NULL && Py_REFCNT(r) == 1) {
-            /* `async for` has dropped the previous one: reuse it (its value is taken, or an
-             * unawaited one is dropped here) */
-            Py_CLEAR(r->value);
+            /* `async for` has let go of the previous one: reuse it */
+            PyObject *old = r->value;
+            r->value = value;
+            Py_XDECREF(old);
         }
         else {
-            r = PyObject_New(Ready, &Ready_Type);
+            r = PyObject_GC_New(Ready, &Ready_Type);
             if (r == NULL) {
+                Py_DECREF(value);
                 return NULL;
             }
-            r->value = NULL;
+            r->value = value;
+            PyObject_GC_Track(r);
             Py_XSETREF(self->spare, r);
         }
-        r->value = PyList_GET_ITEM(ready, pos);
-        Py_INCREF(r->value);
-        self->pos = pos + 1;
         Py_INCREF(r);
         return (PyObject *)r;
     }

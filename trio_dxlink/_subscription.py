@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import operator
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -62,9 +62,11 @@ _CANCEL_CHECK_MASK = 63
 class _PyCursor:
     """The consumer's position in the batch being iterated, and ``async for``'s iterator.
 
-    ``__anext__`` hands out the next event of ``ready`` directly and calls ``slow`` (the
-    subscription's ``_next_slow``) every 64th event and when the batch is used up.
-    ``trio_dxlink._speedups.Cursor`` is the same thing in C, without a coroutine per event.
+    ``__anext__`` takes the next event of ``ready`` at once and returns an awaitable that is
+    already done; every 64th event, and when the batch is used up, it returns ``slow()`` (the
+    subscription's ``_next_slow``) instead. As with any iterator, the event is taken when
+    ``__anext__()`` is called: ``async for`` and ``anext()`` await it at once.
+    ``trio_dxlink._speedups.Cursor`` is the same thing in C, with no Python frame per event.
     """
 
     __slots__ = ("_slow", "pos", "ready")
@@ -77,13 +79,33 @@ class _PyCursor:
     def __aiter__(self) -> _PyCursor:
         return self
 
-    async def __anext__(self) -> Any:
+    def __anext__(self) -> Awaitable[Any]:
         pos = self.pos
         ready = self.ready
         if pos < len(ready) and pos & _CANCEL_CHECK_MASK != _CANCEL_CHECK_MASK:
             self.pos = pos + 1
-            return ready[pos]
-        return await self._slow()
+            return _Done(ready[pos])
+        return self._slow()
+
+
+_TAKEN = object()
+
+
+class _Done:
+    """An awaitable that is already done: awaiting it gives its value (once)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        value = self._value
+        if value is _TAKEN:
+            raise RuntimeError("this awaitable was already awaited")
+        self._value = _TAKEN
+        yield from ()  # a generator that never suspends
+        return value
 
 
 if speedups is not None:
@@ -263,8 +285,9 @@ class Subscription(Generic[E]):
             if self._closed:
                 raise StopAsyncIteration from None
             raise
-        cursor.pos = 1
-        return cursor.ready[0]  # type: ignore[no-any-return]
+        pos = cursor.pos
+        cursor.pos = pos + 1
+        return cursor.ready[pos]  # type: ignore[no-any-return]
 
     async def receive(self) -> E:
         """The next event (waits for one).
@@ -281,8 +304,9 @@ class Subscription(Generic[E]):
             cursor.pos = pos + 1
             return cursor.ready[pos]  # type: ignore[no-any-return]
         await self._refill()
-        cursor.pos = 1
-        return cursor.ready[0]  # type: ignore[no-any-return]
+        pos = cursor.pos
+        cursor.pos = pos + 1
+        return cursor.ready[pos]  # type: ignore[no-any-return]
 
     async def receive_batch(self) -> list[E]:
         """Every event available now, in arrival order (waits until there is at least one)."""
@@ -294,7 +318,8 @@ class Subscription(Generic[E]):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return batch
         await self._refill()
-        batch, cursor.ready, cursor.pos = cursor.ready, [], 0
+        batch = cursor.ready[cursor.pos :] if cursor.pos else cursor.ready
+        cursor.ready, cursor.pos = [], 0
         return batch
 
     def batches(self) -> AsyncIterator[list[E]]:
@@ -326,12 +351,19 @@ class Subscription(Generic[E]):
             latest = self._latest
             before = len(latest)
             keys = map(_SYMBOL, events) if symbols is None else symbols
-            latest.update(zip(keys, events, strict=True))
-            added = len(latest) - before
-            self._conflated += n - added
             # Conflation is naturally bounded by the symbols subscribed; max_buffer only
             # bounds what a wildcard ("*") handle may collect.
             limit = max(self.max_buffer, len(self._symbols))
+            if before + n <= limit:
+                latest.update(zip(keys, events, strict=True))
+            else:
+                # The bound may bite: keep the dict in order of last update, so that what is
+                # evicted is the symbol updated longest ago, never a newer event.
+                for key, event in zip(keys, events, strict=True):
+                    latest.pop(key, None)
+                    latest[key] = event
+            added = len(latest) - before
+            self._conflated += n - added
             while len(latest) > limit:
                 del latest[next(iter(latest))]
                 self._dropped += 1
@@ -403,24 +435,42 @@ class Subscription(Generic[E]):
         self._delivered += len(batch)
         return batch
 
+    def _pending(self) -> bool:
+        """Whether :meth:`_take` has something to hand over (events, or a gap to raise)."""
+        if self._gap_pending:
+            return True
+        policy = self.overflow
+        if policy is Overflow.LOSSLESS:
+            return bool(self._batches)
+        if policy is Overflow.LATEST:
+            return bool(self._latest)
+        return bool(self._ring)
+
     async def _refill(self) -> None:
-        # Cancellation is checked before anything is taken; once a batch is taken it is stored
-        # before the (shielded) schedule point, so a cancelled reader never loses events.
+        """Wait until the cursor has an unread event (call it only when it has none).
+
+        One checkpoint: cancellation is checked first, then there is exactly one schedule point
+        (a shielded one, or the wait for data), and only after it is a batch taken and stored
+        in the cursor, with no schedule point between that and the caller's read. So a
+        cancelled reader loses nothing, and two tasks reading one handle each get different
+        events: whoever resumes second finds the cursor already refilled and reads on from it.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
-        batch = self._take()
         cursor = self._cursor
-        if batch:
-            cursor.ready, cursor.pos = batch, 0
+        if self._pending():
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        while not batch:
+        while cursor.pos >= len(cursor.ready):
+            if self._pending():
+                batch = self._take()  # may raise DataGapError
+                if batch:
+                    cursor.ready, cursor.pos = batch, 0
+                continue
             if self._error is not None:
-                raise self._error
+                # the same error for every later call, each with a traceback of its own
+                raise self._error.with_traceback(None)
             if self._closed:
                 raise SubscriptionClosedError(f"{self.event_type.__name__} subscription is closed")
             await self._lot.park()
-            batch = self._take()
-        cursor.ready, cursor.pos = batch, 0
 
     def _require_open(self) -> None:
         if self._closed or not self._attached:
