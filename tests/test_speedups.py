@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import warnings
 from typing import Any
 
 import attrs
@@ -288,7 +289,7 @@ async def test_cursor_hands_out_each_value_once_even_when_awaits_overlap(Cursor:
     tup, exc = ("a tuple",), ValueError("an exception as a value")
     cursor.ready = [tup, exc, None, 4]
     first, second = cursor.__anext__(), cursor.__anext__()  # both pending at once
-    assert [await second, await first] == [exc, tup]  # each took its event at the call
+    assert [await second, await first] == [tup, exc]  # each takes its event when awaited
     assert await cursor.__anext__() is None
     assert await cursor.__anext__() == 4
     with pytest.raises(StopAsyncIteration):
@@ -326,16 +327,28 @@ def test_the_cursors_awaitable_also_works_as_a_plain_iterator() -> None:
 
 
 @pytest.mark.parametrize("Cursor", cursors(), ids=lambda c: c.__module__)
-async def test_the_event_is_taken_when_anext_is_called(Cursor: Any) -> None:
-    # The iterator contract, the same in C and Python: `async for` and `anext()` await at once;
-    # an awaitable from `__anext__()` that is thrown away unawaited takes its event with it.
+async def test_an_anext_that_is_never_awaited_takes_nothing(Cursor: Any) -> None:
     async def slow() -> Any:
         raise StopAsyncIteration
 
     cursor = Cursor(slow)
     cursor.ready = [1, 2, 3]
-    cursor.__anext__()  # never awaited
-    assert [x async for x in cursor] == [2, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # Python: "never awaited"
+        cursor.__anext__()
+        gc.collect()
+    assert [x async for x in cursor] == [1, 2, 3]
+
+
+@needs_speedups
+async def test_overlapping_anext_calls_that_run_out_are_an_error() -> None:
+    assert speedups is not None
+    cursor = speedups.Cursor(lambda: None)  # type: ignore[arg-type,return-value]
+    cursor.ready = ["only"]
+    first, second = cursor.__anext__(), cursor.__anext__()
+    assert await first == "only"
+    with pytest.raises(RuntimeError, match="overlapping"):
+        await second
 
 
 @needs_speedups

@@ -15,7 +15,7 @@ from types import ModuleType
 
 __all__ = ["API_VERSION", "speedups"]
 
-API_VERSION = 2
+API_VERSION = 3
 """The ``API_VERSION`` of the ``_speedups`` module this Python code was written against."""
 
 

@@ -27,7 +27,7 @@
 
 /* Bumped whenever what Python expects of this module changes; trio_dxlink/_accel.py refuses a
  * module built from other sources (say, a stale build left in a source tree). */
-#define API_VERSION 2
+#define API_VERSION 3
 
 enum { KIND_SYMBOL = 0, KIND_DOUBLE = 1, KIND_LONG = 2, KIND_STRING = 3, KIND_BOOL = 4 };
 
@@ -441,11 +441,42 @@ static PyTypeObject RowDecoder_Type = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
-/* Ready: an awaitable that is already done (awaiting it gives its value without suspending)  */
+/* Cursor, and Ready: the awaitable its __anext__ returns when the next event is at hand.     */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *value; /* owned; NULL once taken */
+    PyObject *ready; /* the batch being iterated: a list */
+    Py_ssize_t pos;  /* the next event's index in it */
+    PyObject *slow;  /* called (no arguments) for an awaitable when the fast path can't serve */
+    PyObject *spare; /* the last Ready handed out, reused once nobody else holds it */
+} Cursor;
+
+/* within a batch, every 64th event goes through `slow` (a cancellation check) */
+#define CANCEL_CHECK_MASK 63
+
+/* The next event, if the fast path can serve it: a new reference, or NULL (no error set). */
+static PyObject *
+Cursor_take(Cursor *self)
+{
+    Py_ssize_t pos = self->pos;
+    PyObject *ready = self->ready;
+    if (ready != NULL && PyList_CheckExact(ready) && pos >= 0 && pos < PyList_GET_SIZE(ready) &&
+        (pos & CANCEL_CHECK_MASK) != CANCEL_CHECK_MASK) {
+        PyObject *value = PyList_GET_ITEM(ready, pos);
+        Py_INCREF(value);
+        self->pos = pos + 1;
+        return value;
+    }
+    return NULL;
+}
+
+/* Ready completes without suspending. It takes its event when awaited, not when created (as
+ * a Python `async def __anext__` would), so an __anext__() that is never awaited takes
+ * nothing. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *cursor; /* owned */
+    int awaited;
 } Ready;
 
 static PyTypeObject Ready_Type;
@@ -453,14 +484,14 @@ static PyTypeObject Ready_Type;
 static int
 Ready_traverse(Ready *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->value);
+    Py_VISIT(self->cursor);
     return 0;
 }
 
 static int
 Ready_clear(Ready *self)
 {
-    Py_CLEAR(self->value);
+    Py_CLEAR(self->cursor);
     return 0;
 }
 
@@ -468,7 +499,7 @@ static void
 Ready_dealloc(Ready *self)
 {
     PyObject_GC_UnTrack(self);
-    Py_XDECREF(self->value);
+    Py_CLEAR(self->cursor);
     PyObject_GC_Del(self);
 }
 
@@ -479,15 +510,41 @@ Ready_await(Ready *self)
     return (PyObject *)self;
 }
 
+/* The event, as a new reference; NULL with an error set if it cannot be had. */
 static PyObject *
-Ready_iternext(Ready *self)
+Ready_result(Ready *self)
 {
-    PyObject *value = self->value;
-    if (value == NULL) {
+    if (self->awaited || self->cursor == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "this awaitable was already awaited");
         return NULL;
     }
-    self->value = NULL;
+    self->awaited = 1;
+    PyObject *value = Cursor_take((Cursor *)self->cursor);
+    if (value == NULL) {
+        /* only if another __anext__() was awaited in between and used the event up */
+        PyErr_SetString(PyExc_RuntimeError,
+                        "overlapping __anext__() calls on a subscription: await each one "
+                        "before asking for the next");
+    }
+    return value;
+}
+
+/* What `await` uses first (via PyIter_Send): the value comes back with no StopIteration. */
+static PySendResult
+Ready_send(Ready *self, PyObject *arg, PyObject **result)
+{
+    *result = Ready_result(self);
+    return *result == NULL ? PYGEN_ERROR : PYGEN_RETURN;
+}
+
+/* What `await` uses where it does not look for am_send (CPython 3.12 and later). */
+static PyObject *
+Ready_iternext(Ready *self)
+{
+    PyObject *value = Ready_result(self);
+    if (value == NULL) {
+        return NULL;
+    }
     if (PyTuple_Check(value) || PyExceptionInstance_Check(value)) {
         /* these would be taken apart as arguments: wrap them explicitly */
         PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
@@ -503,20 +560,6 @@ Ready_iternext(Ready *self)
     return NULL;
 }
 
-/* What `await` uses first (via PyIter_Send): the value comes back with no StopIteration. */
-static PySendResult
-Ready_send(Ready *self, PyObject *arg, PyObject **result)
-{
-    if (self->value == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "this awaitable was already awaited");
-        *result = NULL;
-        return PYGEN_ERROR;
-    }
-    *result = self->value; /* the reference passes to the caller */
-    self->value = NULL;
-    return PYGEN_RETURN;
-}
-
 static PyAsyncMethods Ready_async = {
     .am_await = (unaryfunc)Ready_await,
     .am_send = (sendfunc)Ready_send,
@@ -527,7 +570,7 @@ static PyTypeObject Ready_Type = {
     .tp_name = "trio_dxlink._speedups.Ready",
     .tp_basicsize = sizeof(Ready),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "an awaitable that is already done",
+    .tp_doc = "an awaitable that completes at once with the cursor's next event",
     .tp_dealloc = (destructor)Ready_dealloc,
     .tp_traverse = (traverseproc)Ready_traverse,
     .tp_clear = (inquiry)Ready_clear,
@@ -535,20 +578,6 @@ static PyTypeObject Ready_Type = {
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)Ready_iternext,
 };
-
-/* ------------------------------------------------------------------------------------------ */
-/* Cursor                                                                                     */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *ready; /* the batch being iterated: a list */
-    Py_ssize_t pos;  /* the next event's index in it */
-    PyObject *slow;  /* called (no arguments) for an awaitable when the fast path can't serve */
-    Ready *spare;    /* the last Ready handed out, reused once nobody else holds it */
-} Cursor;
-
-/* within a batch, every 64th event goes through `slow` (a cancellation check) */
-#define CANCEL_CHECK_MASK 63
 
 static PyObject *
 Cursor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -616,27 +645,20 @@ Cursor_anext(Cursor *self)
     PyObject *ready = self->ready;
     if (ready != NULL && PyList_CheckExact(ready) && pos >= 0 && pos < PyList_GET_SIZE(ready) &&
         (pos & CANCEL_CHECK_MASK) != CANCEL_CHECK_MASK) {
-        /* Take the event first: releasing an old awaitable below can run arbitrary code. The
-         * event is taken now, at the call, as the Python cursor does too. */
-        PyObject *value = PyList_GET_ITEM(ready, pos);
-        Py_INCREF(value);
-        self->pos = pos + 1;
-        Ready *r = self->spare;
-        if (r != NULL && Py_REFCNT(r) == 1) {
-            /* `async for` has let go of the previous one: reuse it */
-            PyObject *old = r->value;
-            r->value = value;
-            Py_XDECREF(old);
+        Ready *r = (Ready *)self->spare;
+        if (r != NULL && Py_REFCNT(r) == 1 && r->cursor == (PyObject *)self) {
+            r->awaited = 0; /* `async for` has let go of the previous one: reuse it */
         }
         else {
             r = PyObject_GC_New(Ready, &Ready_Type);
             if (r == NULL) {
-                Py_DECREF(value);
                 return NULL;
             }
-            r->value = value;
+            Py_INCREF(self);
+            r->cursor = (PyObject *)self;
+            r->awaited = 0;
             PyObject_GC_Track(r);
-            Py_XSETREF(self->spare, r);
+            Py_XSETREF(self->spare, (PyObject *)r);
         }
         Py_INCREF(r);
         return (PyObject *)r;

@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import operator
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -62,11 +62,11 @@ _CANCEL_CHECK_MASK = 63
 class _PyCursor:
     """The consumer's position in the batch being iterated, and ``async for``'s iterator.
 
-    ``__anext__`` takes the next event of ``ready`` at once and returns an awaitable that is
-    already done; every 64th event, and when the batch is used up, it returns ``slow()`` (the
-    subscription's ``_next_slow``) instead. As with any iterator, the event is taken when
-    ``__anext__()`` is called: ``async for`` and ``anext()`` await it at once.
-    ``trio_dxlink._speedups.Cursor`` is the same thing in C, with no Python frame per event.
+    ``__anext__`` hands out the next event of ``ready`` directly, and calls ``slow`` (the
+    subscription's ``_next_slow``) every 64th event and when the batch is used up. The event is
+    taken when the awaitable is awaited, so an ``__anext__()`` that is never awaited takes
+    nothing. ``trio_dxlink._speedups.Cursor`` is the same thing in C, with no coroutine per
+    event.
     """
 
     __slots__ = ("_slow", "pos", "ready")
@@ -79,33 +79,13 @@ class _PyCursor:
     def __aiter__(self) -> _PyCursor:
         return self
 
-    def __anext__(self) -> Awaitable[Any]:
+    async def __anext__(self) -> Any:
         pos = self.pos
         ready = self.ready
         if pos < len(ready) and pos & _CANCEL_CHECK_MASK != _CANCEL_CHECK_MASK:
             self.pos = pos + 1
-            return _Done(ready[pos])
-        return self._slow()
-
-
-_TAKEN = object()
-
-
-class _Done:
-    """An awaitable that is already done: awaiting it gives its value (once)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: Any) -> None:
-        self._value = value
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        value = self._value
-        if value is _TAKEN:
-            raise RuntimeError("this awaitable was already awaited")
-        self._value = _TAKEN
-        yield from ()  # a generator that never suspends
-        return value
+            return ready[pos]
+        return await self._slow()
 
 
 if speedups is not None:
