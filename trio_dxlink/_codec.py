@@ -341,6 +341,21 @@ def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecode
     return decoder
 
 
+def _row_plan(cls: type[Event], layout: tuple[str, ...]) -> dict[int, str]:
+    """Which field each column of ``layout`` fills: ``{column index: field name}``.
+
+    Wire fields the class does not know (``eventType`` included) fill nothing, nor does a
+    repeated one (the first wins). Both row decoders, C and Python, follow this plan.
+    """
+    by_wire = {wire: name for name, wire in cls.WIRE_NAMES.items()}
+    plan: dict[int, str] = {}
+    for i, wire in enumerate(layout):
+        name = by_wire.get(wire)
+        if name is not None and name not in plan.values():
+            plan[i] = name
+    return plan
+
+
 def _py_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
     """Compile the COMPACT decoder for ``cls`` rows laid out as ``layout`` (dxLink names).
 
@@ -351,7 +366,6 @@ def _py_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
     width = len(layout)
     if width == 0:
         raise RemoteProtocolError(f"empty field list for {cls.EVENT_TYPE}")
-    by_wire = {wire: name for name, wire in cls.WIRE_NAMES.items()}
     if "eventSymbol" not in layout:
         raise RemoteProtocolError(f"{cls.EVENT_TYPE} field list lacks eventSymbol: {list(layout)}")
     kinds = field_kinds(cls)
@@ -365,16 +379,15 @@ def _py_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
     }
     for kind, fn in _CONVERT.items():
         ns[f"_to_{kind.value}"] = fn
+    plan = _row_plan(cls, layout)
     columns = []
     checks = []
     stores = []
-    seen: set[str] = set()
     for i, wire in enumerate(layout):
-        name = by_wire.get(wire)
-        if name is None or name in seen:
+        name = plan.get(i)
+        if name is None:
             columns.append("_")
             continue
-        seen.add(name)
         var = f"v{i}"
         columns.append(var)
         if name == "event_symbol":
@@ -391,7 +404,7 @@ def _py_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
         ]
         stores.append(f"        o.{name} = {var}")
     for name in kinds:
-        if name not in seen:
+        if name not in plan.values():
             const = f"_d_{name}"
             ns[const] = _default(cls, name)
             stores.append(f"        o.{name} = {const}")
@@ -439,18 +452,14 @@ def _c_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> Any:
     """
     assert speedups is not None
     slots = _twin_for(cls).__dict__
-    by_wire = {wire: name for name, wire in cls.WIRE_NAMES.items()}
     kinds = field_kinds(cls)
+    plan = _row_plan(cls, layout)
     columns: list[tuple[int, Any, int]] = []
-    seen: set[str] = set()
-    for i, wire in enumerate(layout):
-        name = by_wire.get(wire)
-        if name is None or name in seen:
-            continue
-        seen.add(name)
+    for i, name in plan.items():
         kind = "KIND_SYMBOL" if name == "event_symbol" else _SPEEDUP_KINDS[kinds[name]]
         columns.append((i, slots[name], getattr(speedups, kind)))
-    defaults = [(slots[name], _default(cls, name)) for name in kinds if name not in seen]
+    filled = set(plan.values())
+    defaults = [(slots[name], _default(cls, name)) for name in kinds if name not in filled]
     return speedups.RowDecoder(cls, len(layout), columns, defaults)
 
 
