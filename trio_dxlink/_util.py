@@ -1,4 +1,4 @@
-"""The one helper that turns a nursery's exception group back into a single exception."""
+"""Small shared helpers: collapsing a nursery's exception group, describing wire values."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["collapse", "raise_single", "unwrap_group"]
+__all__ = ["collapse", "describe", "raise_single", "unwrap_group"]
 
 
 def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -64,3 +64,56 @@ class unwrap_group:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, BaseExceptionGroup) and collapse(exc) is not exc:
             raise_single(exc)
+
+
+_DESCRIBE_DEPTH = 3
+_DESCRIBE_ITEMS = 8
+
+
+def describe(value: object, limit: int = 120) -> str:
+    """A short, bounded description of a value that came off the wire, for error messages.
+
+    ``repr`` of a JSON value is unbounded in both size and depth: a frame nested 1,000 levels
+    deep makes it raise ``RecursionError``, and a 50 MB array makes a 50 MB message. This walks
+    at most a few levels and items and cuts the text at ``limit`` characters, so it is safe for
+    any value orjson can produce (and for anything else: only ``str``/``bytes`` and scalars are
+    ever formatted with ``repr``, and those after truncation).
+    """
+    text = _describe(value, _DESCRIBE_DEPTH)
+    if len(text) > limit:
+        text = text[: max(0, limit - 1)] + "…"
+    return text
+
+
+def _describe(value: object, depth: int) -> str:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        if depth <= 0:
+            return f"[…{len(value)} items]"
+        parts = [_describe(item, depth - 1) for item in value[:_DESCRIBE_ITEMS]]
+        if len(value) > _DESCRIBE_ITEMS:
+            parts.append(f"…{len(value) - _DESCRIBE_ITEMS} more")
+        return "[" + ", ".join(parts) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        if depth <= 0:
+            return f"{{…{len(value)} keys}}"
+        parts = []
+        for count, (key, item) in enumerate(value.items()):
+            if count == _DESCRIBE_ITEMS:
+                parts.append(f"…{len(value) - _DESCRIBE_ITEMS} more")
+                break
+            parts.append(f"{_describe(key, 0)}: {_describe(item, depth - 1)}")
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(value, (str, bytes)):
+        if len(value) > 60:
+            return repr(value[:60])[:-1] + f"…' ({len(value)} chars)"
+        return repr(value)
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"  # repr could raise ValueError
+    if value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:39] + "…"
+    return f"<{type(value).__name__}>"
