@@ -35,6 +35,7 @@ from ._client import (
 )
 from ._exceptions import (
     AuthenticationError,
+    CertificateError,
     ChannelError,
     ConnectError,
     ConnectionClosedError,
@@ -94,6 +95,7 @@ __all__ = [
     "CandleSymbol",
     "CandleType",
     "ChannelError",
+    "CertificateError",
     "ConnectError",
     "ConnectionClosedError",
     "Connector",

@@ -10,6 +10,7 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   └── ChannelError              ... about one channel only (only its handles see it)
     ├── ConnectionClosedError         the connection ended (socket closed, dead link, gave up)
     │   ├── ConnectError              the server could not be reached or refused the upgrade
+    │   │   └── CertificateError          the server's TLS certificate was not trusted (not retried)
     │   ├── KeepaliveTimeoutError     the peer was silent longer than the keepalive timeout
     │   ├── MessageTooBigError        a message exceeded the agreed size (close code 1009)
     │   └── GaveUpError               reconnecting stopped; ``__cause__`` is the last failure
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "CertificateError",
     "ChannelError",
     "ConnectError",
     "ConnectionClosedError",
@@ -138,4 +140,33 @@ class MessageTooBigError(ConnectionClosedError):
 
 
 class ConnectError(ConnectionClosedError):
-    """The server could not be reached, or it refused the WebSocket upgrade."""
+    """The server could not be reached, or it refused the WebSocket upgrade.
+
+    Every failure to open the transport is one of these (refused or reset sockets, DNS, an
+    HTTP answer instead of an upgrade, bytes that are not HTTP, a timeout), so the reconnect
+    loop retries them all alike.
+
+    Attributes:
+        status_code: the HTTP status the server answered the upgrade request with, if it
+            answered with one (``503`` from a load balancer, say); ``None`` otherwise.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: int | None = None,
+        reason: str | None = None,
+        *,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, code, reason)
+        self.status_code = status_code
+
+
+class CertificateError(ConnectError):
+    """The server's TLS certificate could not be verified.
+
+    Not retried: a certificate the client does not trust will not become trusted by waiting.
+    Pass an ``ssl.SSLContext`` that trusts it (``ssl_context=`` on :func:`open_dxlink` or the
+    connectors).
+    """
