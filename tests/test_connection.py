@@ -22,6 +22,7 @@ from trio_dxlink._connection import (
     ConfigChanged,
     ConnectionEvent,
     ConnectionState,
+    DataSkipped,
     FeedConfig,
     FeedEvents,
     ServerErrorReceived,
@@ -350,7 +351,7 @@ def test_server_must_not_send_client_messages() -> None:
 def test_after_a_protocol_error_the_connection_refuses_use() -> None:
     conn = authorized()
     with pytest.raises(RemoteProtocolError):
-        conn.receive_message("{not json", 1.0)
+        conn.receive_message(opened(7), 1.0)  # a channel that was never requested
     assert conn.state is ConnectionState.ERROR
     with pytest.raises(LocalProtocolError):
         conn.receive_message('{"type":"KEEPALIVE","channel":0}', 2.0)
@@ -375,10 +376,21 @@ def test_connection_closed_is_an_input() -> None:
     "frame",
     ["", "[]", '"x"', "null", '{"channel":0}', '{"type":"KEEPALIVE"}', '{"type":1,"channel":0}'],
 )
-def test_malformed_frames_are_protocol_errors(frame: str) -> None:
+def test_malformed_frames_are_skipped_and_counted(frame: str) -> None:
+    conn = authorized()
+    (skipped,) = conn.receive_message(frame, 0.0)
+    assert isinstance(skipped, DataSkipped)
+    assert skipped.channel is None
+    assert conn.statistics.malformed_messages == 1
+    assert conn.authorized  # the connection goes on
+    assert conn.receive_message('{"type":"KEEPALIVE","channel":0}', 1.0) == []
+
+
+def test_malformed_control_messages_are_protocol_errors() -> None:
     conn = authorized()
     with pytest.raises(RemoteProtocolError):
-        conn.receive_message(frame, 0.0)
+        conn.receive_message('{"type":"AUTH_STATE","channel":0,"state":7}', 0.0)
+    assert conn.state is ConnectionState.ERROR
 
 
 def test_server_error_is_reported() -> None:
@@ -647,45 +659,141 @@ def test_empty_feed_data() -> None:
     assert conn.receive_message(feed_data(cid, ["Quote", []]), 0.0) == []
 
 
-def test_ragged_row_is_a_protocol_error_with_a_helpful_message() -> None:
-    conn, cid = quote_channel()
-    with pytest.raises(RemoteProtocolError) as info:
-        conn.receive_message(feed_data(cid, ["Quote", ["AAPL", 1.0, 2.0, "MSFT", 3.0]]), 0.0)
-    text = str(info.value)
-    assert "Quote" in text
-    assert "5" in text
-    assert "3 fields" in text
-    assert conn.state is ConnectionState.ERROR
-    assert conn.statistics.events_received == 0
+def skips(result: Sequence[ConnectionEvent]) -> list[DataSkipped]:
+    return [item for item in result if isinstance(item, DataSkipped)]
 
 
-def test_wrong_kind_value_is_a_protocol_error() -> None:
+def test_ragged_row_is_skipped_with_a_helpful_reason() -> None:
     conn, cid = quote_channel()
-    with pytest.raises(RemoteProtocolError, match=r"Quote row 1: askPrice: .*'cheap'"):
-        conn.receive_message(
-            feed_data(cid, ["Quote", ["AAPL", 1.0, 2.0, "MSFT", 3.0, "cheap"]]), 0.0
-        )
+    frame = feed_data(cid, ["Quote", ["AAPL", 1.0, 2.0, "MSFT", 3.0], "Quote", ["IBM", 4.0, 5.0]])
+    result = conn.receive_message(frame, 0.0)
+    (skipped,) = skips(result)
+    assert skipped.channel == cid
+    assert skipped.event_type == "Quote"
+    assert skipped.events == 2  # a ragged array of 5 values is at most 2 rows
+    assert "5 values" in skipped.reason
+    assert "3 fields" in skipped.reason
+    # The well-formed block in the same frame is delivered; the connection goes on.
+    assert [e.event_symbol for e in flatten([r for r in result if r is not skipped])] == ["IBM"]
+    assert conn.state is ConnectionState.AUTHORIZED
+    assert conn.statistics.malformed_messages == 1
+    assert conn.statistics.events_skipped == 2
+    assert conn.statistics.events_received == 1
+
+
+def test_wrong_kind_value_skips_only_its_row() -> None:
+    conn, cid = quote_channel()
+    frame = feed_data(cid, ["Quote", ["AAPL", 1.0, 2.0, "MSFT", 3.0, "cheap", "IBM", 4.0, 5.0]])
+    result = conn.receive_message(frame, 0.0)
+    (skipped,) = skips(result)
+    assert result.index(skipped) == 0  # reported before the rows that were kept
+    assert skipped.events == 1
+    assert "askPrice" in skipped.reason
+    assert "'cheap'" in skipped.reason
+    events = flatten(result[1:])
+    assert [e.event_symbol for e in events] == ["AAPL", "IBM"]
+    assert conn.statistics.events_skipped == 1
+    assert conn.statistics.events_received == 2
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "good"),
     [
-        ["Quote"],
-        ["Quote", ["AAPL", 1.0, 2.0], "Trade"],
-        ["Quote", "AAPL"],
-        ["Quote", {"AAPL": 1}],
-        ["Quote", ["AAPL", 1.0, 2.0], 5, []],
-        [{"eventType": "Quote", "eventSymbol": "A"}, "Quote"],
-        [{"eventSymbol": "A"}],
-        [{"eventType": 5, "eventSymbol": "A"}],
-        [{"eventType": "Quote"}],
-        [{"eventType": "Quote", "eventSymbol": "A", "bidPrice": "lots"}],
+        (["Quote"], []),
+        (["Quote", ["AAPL", 1.0, 2.0], "Trade"], ["AAPL"]),
+        (["Quote", "AAPL"], []),
+        (["Quote", {"AAPL": 1}], []),
+        (["Quote", ["AAPL", 1.0, 2.0], 5, []], ["AAPL"]),
+        ([{"eventType": "Quote", "eventSymbol": "A"}, "Quote"], ["A"]),
+        ([{"eventSymbol": "A"}], []),
+        ([{"eventType": 5, "eventSymbol": "A"}], []),
+        ([{"eventType": "Quote"}], []),
+        ([{"eventType": "Quote", "eventSymbol": "A", "bidPrice": "lots"}], []),
+        (
+            [
+                [{"eventType": "Quote", "eventSymbol": "A"}],
+                {"eventType": "Quote", "eventSymbol": "B"},
+            ],
+            ["B"],
+        ),
     ],
 )
-def test_malformed_feed_data_is_a_protocol_error(data: list[Any]) -> None:
+def test_malformed_feed_data_is_skipped(data: list[Any], good: list[str]) -> None:
     conn, cid = quote_channel()
-    with pytest.raises(RemoteProtocolError):
-        conn.receive_message(feed_data(cid, data), 0.0)
+    result = conn.receive_message(feed_data(cid, data), 0.0)
+    assert len(skips(result)) == 1
+    assert skips(result)[0].channel == cid
+    kept = [item for item in result if not isinstance(item, DataSkipped)]
+    assert [e.event_symbol for e in flatten(kept)] == good
+    assert conn.statistics.malformed_messages == 1
+    assert conn.state is ConnectionState.AUTHORIZED
+
+
+@pytest.mark.parametrize("data", ["not an array", None, {"Quote": []}, 5])
+def test_feed_data_without_a_data_array_is_skipped(data: Any) -> None:
+    conn, cid = quote_channel()
+    (skipped,) = conn.receive_message(msg(type="FEED_DATA", channel=cid, data=data), 0.0)
+    assert isinstance(skipped, DataSkipped)
+    assert skipped.channel == cid
+    assert conn.state is ConnectionState.AUTHORIZED
+
+
+def test_unusable_field_list_skips_that_types_data() -> None:
+    conn, cid = quote_channel()
+    config = msg(type="FEED_CONFIG", channel=cid, eventFields={"Quote": ["bidPrice"]})
+    conn.receive_message(config, 0.0)  # a field list without eventSymbol
+    (skipped,) = conn.receive_message(feed_data(cid, ["Quote", [1.0]]), 0.0)
+    assert isinstance(skipped, DataSkipped)
+    assert "eventSymbol" in skipped.reason
+    assert conn.state is ConnectionState.AUTHORIZED
+
+
+def test_deeply_nested_values_give_bounded_reasons() -> None:
+    conn, cid = quote_channel()
+    deep = "[" * 1000 + "]" * 1000
+    frames = [
+        '{"type":"FEED_DATA","channel":%d,"data":["Quote",["AAPL",%s,1.0]]}' % (cid, deep),
+        '{"type":"FEED_DATA","channel":%d,"data":[%s]}' % (cid, deep),
+        '{"type":"FEED_DATA","channel":%d,"data":%s}' % (cid, deep),
+        '{"type":"FEED_DATA","channel":%d,"data":[{"eventType":"Quote","eventSymbol":%s}]}'
+        % (cid, deep),
+        deep,
+    ]
+    for frame in frames:
+        (skipped,) = conn.receive_message(frame, 0.0)
+        assert isinstance(skipped, DataSkipped)
+        assert len(skipped.reason) < 400
+    assert conn.state is ConnectionState.AUTHORIZED
+
+
+def test_skip_logs_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    conn, cid = quote_channel()
+    bad = feed_data(cid, ["Quote", ["AAPL", "x", 1.0]])
+    for i in range(1000):
+        conn.receive_message(bad, i / 1000)
+    assert conn.statistics.events_skipped == 1000
+    assert 1 <= len(caplog.records) <= 10
+    conn.receive_message(bad, 120.0)  # a new window: logged, with the count held back
+    assert "suppressed" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("announced", "believed"),
+    [(-1, 1.0), (0, 1.0), (0.0001, 1.0), (1e9, 3600.0), (30, 30.0), (7200, 3600.0)],
+)
+def test_server_keepalive_timeout_is_clamped(announced: float, believed: float) -> None:
+    conn = ClientConnection(TOKEN, keepalive_interval=30.0)
+    conn.start(0.0)
+    setup = msg(type="SETUP", channel=0, version="x", keepaliveTimeout=announced)
+    (event,) = conn.receive_message(setup, 0.0)
+    assert isinstance(event, SetupReceived)
+    assert event.keepalive_timeout == believed
+    assert conn.keepalive_interval == min(30.0, believed / 2)
+    assert conn.next_deadline() >= 0.5
+    # However long the server says, a tick a moment later queues no keepalive.
+    conn.data_to_send(0.0)
+    conn.handle_timers(0.01)
+    assert conn.data_to_send(0.01) == []
 
 
 # --- keepalive ---

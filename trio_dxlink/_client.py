@@ -216,6 +216,9 @@ class FeedStatistics:
         connection_losses: connections lost.
         messages_received / events_received: totals over all connections.
         events_unrouted: events for symbols no handle wanted (counted, not delivered).
+        malformed_messages: frames that were not valid JSON messages, or whose data was (partly)
+            undecodable; what could be decoded was delivered, the rest skipped.
+        events_skipped: COMPACT rows and FULL objects skipped because they could not be decoded.
         last_message_time: ``trio.current_time()`` of the last frame received, if any.
         subscriptions: wire subscriptions currently wanted.
     """
@@ -227,6 +230,8 @@ class FeedStatistics:
     messages_received: int
     events_received: int
     events_unrouted: int
+    malformed_messages: int
+    events_skipped: int
     last_message_time: float | None
     subscriptions: int
 
@@ -245,6 +250,7 @@ class _Live:
         self.type_of: dict[int, str] = {}
         self.wakeup = trio.Event()
         self.rearm = trio.Event()
+        self.malformed = 0  # the core's malformed-message count already added to the feed's
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -312,6 +318,8 @@ class DXLinkFeed:
         self._messages = 0
         self._events = 0
         self._unrouted = 0
+        self._malformed = 0
+        self._skipped = 0
         self._last_message: float | None = None
 
     def __repr__(self) -> str:
@@ -407,6 +415,8 @@ class DXLinkFeed:
             messages_received=self._messages,
             events_received=self._events,
             events_unrouted=self._unrouted,
+            malformed_messages=self._malformed,
+            events_skipped=self._skipped,
             last_message_time=self._last_message,
             subscriptions=len(self._wire),
         )
@@ -728,6 +738,8 @@ class DXLinkFeed:
                 self._fail_channel(live, event.channel, error)
                 if event.channel in live.core.channels:
                     live.core.close_channel(event.channel)
+            elif isinstance(event, c.DataSkipped):
+                self._data_skipped(live, event)
             elif isinstance(event, c.SetupReceived):
                 live.rearm.set()  # the server's keepalive timeout may shorten our interval
             elif isinstance(event, c.ChannelClosed) and not event.requested:
@@ -737,6 +749,21 @@ class DXLinkFeed:
                 self._fail_channel(live, event.channel, error)
         if live.core.wants_to_send:
             live.wake()
+        malformed = live.core.statistics.malformed_messages
+        if malformed != live.malformed:
+            self._malformed += malformed - live.malformed
+            live.malformed = malformed
+
+    def _data_skipped(self, live: _Live, skipped: c.DataSkipped) -> None:
+        """Count skipped data; tell the handles of its type (known from the channel if need be)."""
+        self._skipped += skipped.events
+        name = skipped.event_type
+        if name is None and skipped.channel is not None:
+            name = live.type_of.get(skipped.channel)
+        if name is None:
+            return
+        for handle in self._handles_of.get(name, ()):
+            handle._mark_skipped(skipped.events, skipped.reason)
 
     async def _writer(self, live: _Live) -> None:
         core = live.core

@@ -38,6 +38,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ._accel import speedups
 from ._exceptions import RemoteProtocolError
+from ._util import describe
 from .events import Event
 
 __all__ = [
@@ -96,7 +97,7 @@ def field_kinds(cls: type[Event]) -> dict[str, Kind]:
 
 
 def _bad(kind: str, value: object) -> RemoteProtocolError:
-    return RemoteProtocolError(f"expected a {kind}, got {value!r}")
+    return RemoteProtocolError(f"expected a {kind}, got {describe(value)}")
 
 
 def to_double(value: Any) -> float:
@@ -233,9 +234,10 @@ def decode_full(cls: type[E], obj: dict[str, Any]) -> E:
     try:
         return converter.structure(obj, cls)
     except RemoteProtocolError as exc:
-        raise RemoteProtocolError(f"bad {cls.EVENT_TYPE} event {obj!r}: {exc}") from None
-    except (KeyError, TypeError, ValueError, cattrs.BaseValidationError) as exc:
-        raise RemoteProtocolError(f"bad {cls.EVENT_TYPE} event {obj!r}: {exc!r}") from exc
+        raise RemoteProtocolError(f"bad {cls.EVENT_TYPE} event {describe(obj)}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RecursionError, cattrs.BaseValidationError) as exc:
+        reason = f"{type(exc).__name__}: {describe(str(exc))}"
+        raise RemoteProtocolError(f"bad {cls.EVENT_TYPE} event {describe(obj)}: {reason}") from exc
 
 
 def encode_full(event: Event) -> dict[str, Any]:

@@ -24,6 +24,15 @@ server has been silent longer than the keepalive timeout this client advertised.
 Errors: :class:`~trio_dxlink.LocalProtocolError` for calls the current state does not allow,
 :class:`~trio_dxlink.RemoteProtocolError` for server messages the protocol does not allow. After
 either, or after the connection is closed, the connection refuses further use.
+
+Bad *data* is not a protocol error. A frame that is not JSON (or not a message envelope), a
+FEED_DATA whose rows or objects cannot be decoded (ragged rows, a string where a number belongs,
+an array where an object belongs), or COMPACT data laid out by an unusable field list is
+skipped: what could be decoded from the same frame is still returned, the rest is counted in
+:class:`Statistics`, logged at a bounded rate with a bounded excerpt, and reported as a
+:class:`DataSkipped` event in stream order. Only violations of the conversation itself
+(handshake order, channel states, malformed control messages) end a connection. A server's
+keepalive timeout outside :data:`KEEPALIVE_TIMEOUT_RANGE` is clamped into it and logged.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import orjson
 from . import _messages as m
 from ._codec import RowDecoder, compile_row_decoder, decode_full
 from ._exceptions import KeepaliveTimeoutError, LocalProtocolError, RemoteProtocolError
+from ._util import LogLimiter, describe
 from .events import Event, event_class
 
 __all__ = [
@@ -51,6 +61,7 @@ __all__ = [
     "ConfigChanged",
     "ConnectionEvent",
     "ConnectionState",
+    "DataSkipped",
     "FeedChannel",
     "FeedConfig",
     "FeedEvents",
@@ -66,6 +77,9 @@ PROTOCOL_VERSION = "0.1-DXF-JS/0.3.0"
 
 DEFAULT_SUBSCRIPTION_BUDGET = 8192
 """Largest FEED_SUBSCRIPTION frame, in bytes, before it is split (the JS client's figure)."""
+
+KEEPALIVE_TIMEOUT_RANGE = (1.0, 3600.0)
+"""The server keepalive timeouts the client believes, in seconds; others are clamped into it."""
 
 
 class ConnectionState(enum.Enum):
@@ -149,6 +163,24 @@ class FeedEvents:
 
 
 @attrs.frozen
+class DataSkipped:
+    """Data from the server could not be decoded and was skipped (the connection goes on).
+
+    Attributes:
+        channel: the channel the data arrived on (``None`` when the frame was not readable
+            enough to say).
+        event_type: the dxLink event type of the skipped data, when known.
+        events: how many events (COMPACT rows, FULL objects) were skipped, when known, else 0.
+        reason: what was wrong, with a bounded excerpt of the bad value.
+    """
+
+    channel: int | None
+    event_type: str | None
+    events: int
+    reason: str
+
+
+@attrs.frozen
 class ServerErrorReceived:
     """The server sent ERROR (``channel`` 0: about the whole connection)."""
 
@@ -165,6 +197,7 @@ ConnectionEvent = (
     | ChannelClosed
     | ConfigChanged
     | FeedEvents
+    | DataSkipped
     | ServerErrorReceived
 )
 
@@ -209,6 +242,10 @@ class Statistics:
     unknown_messages: int = 0
     skipped_unknown_channel: int = 0
     skipped_unknown_event_type: int = 0
+    malformed_messages: int = 0
+    """Frames that were not valid JSON messages, or whose data was (partly) undecodable."""
+    events_skipped: int = 0
+    """COMPACT rows and FULL objects skipped because they could not be decoded."""
 
 
 def chunk_subscription(
@@ -302,6 +339,8 @@ class ClientConnection:
         self._auth_sent = False
         self._last_sent = 0.0
         self._last_received = 0.0
+        self._now = 0.0  # the time of the frame being handled (for rate-limited logs)
+        self._skip_log = LogLimiter(log)
 
     def __repr__(self) -> str:
         return (
@@ -430,9 +469,22 @@ class ClientConnection:
         if self.state in (ConnectionState.CLOSED, ConnectionState.ERROR):
             raise LocalProtocolError(f"connection is {self.state.value}; cannot receive")
         self._last_received = now
+        self._now = now
         self.statistics.messages_received += 1
         try:
-            return self._dispatch(m.decode(frame))
+            obj = m.parse_json(frame)
+        except RemoteProtocolError as exc:
+            self.statistics.malformed_messages += 1
+            return [self._skipped(None, None, 0, str(exc))]
+        try:
+            if obj["type"] == "FEED_DATA":
+                data = obj.get("data")
+                if data.__class__ is not list:
+                    self.statistics.malformed_messages += 1
+                    reason = f"FEED_DATA without a 'data' array: {describe(data)}"
+                    return [self._skipped(obj["channel"], None, 0, reason)]
+                return self._on_feed_data(obj["channel"], data)
+            return self._dispatch(m.from_wire(obj))
         except RemoteProtocolError:
             self.state = ConnectionState.ERROR
             raise
@@ -544,8 +596,6 @@ class ClientConnection:
             self._queue(message)
 
     def _dispatch(self, message: m.Message) -> list[ConnectionEvent]:
-        if isinstance(message, m.FeedData):
-            return self._on_feed_data(message)
         handler = _HANDLERS.get((self.state, type(message)))
         if handler is None:
             if isinstance(message, m.UnknownMessage):
@@ -561,9 +611,20 @@ class ClientConnection:
 
     def _on_setup(self, message: m.Setup) -> list[ConnectionEvent]:
         self.server_version = message.version
-        self.server_keepalive_timeout = message.keepalive_timeout
+        timeout = message.keepalive_timeout
+        if timeout is not None:
+            low, high = KEEPALIVE_TIMEOUT_RANGE
+            sane = min(max(timeout, low), high) if not math.isnan(timeout) else high
+            if sane != timeout:
+                log.warning(
+                    "the server announced a keepalive timeout of %s s; using %g s instead",
+                    describe(timeout),
+                    sane,
+                )
+                timeout = sane
+        self.server_keepalive_timeout = timeout
         self._got_server_setup = True
-        return [SetupReceived(message.version, message.keepalive_timeout)]
+        return [SetupReceived(message.version, timeout)]
 
     def _on_keepalive(self, message: m.Keepalive) -> list[ConnectionEvent]:
         return []
@@ -642,59 +703,118 @@ class ClientConnection:
         channel.config = FeedConfig(fmt, period, fields)
         return [ConfigChanged(channel.id, channel.config)]
 
-    def _on_feed_data(self, message: m.FeedData) -> list[ConnectionEvent]:
-        channel = self.channels.get(message.channel)
+    def _on_feed_data(self, channel_id: int, data: list[Any]) -> list[ConnectionEvent]:
+        channel = self.channels.get(channel_id)
         if channel is None or channel.state is not ChannelState.OPENED:
             self.statistics.skipped_unknown_channel += 1
-            log.warning("skipping FEED_DATA for channel %d, which is not open", message.channel)
+            self._skip_log.warning(
+                self._now, "skipping FEED_DATA for channel %d, which is not open", channel_id
+            )
             return []
-        data = message.data
         if not data:
             return []
         if data[0].__class__ is str:
-            out = self._decode_compact(channel, data)
-        else:
-            out = self._decode_full(channel, data)
-        return out  # type: ignore[return-value]
+            return self._decode_compact(channel, data)
+        return self._decode_full(channel, data)
 
-    def _decode_compact(self, channel: FeedChannel, data: list[Any]) -> list[FeedEvents]:
-        if len(data) % 2:
-            raise RemoteProtocolError(
-                f"COMPACT FEED_DATA on channel {channel.id} has an odd number of items"
-            )
-        out = []
+    def _skipped(
+        self, channel: int | None, event_type: str | None, events: int, reason: str
+    ) -> DataSkipped:
+        """Count, log (rate-limited) and report data that could not be decoded."""
+        self.statistics.events_skipped += events
+        where = f" on channel {channel}" if channel is not None else ""
+        self._skip_log.warning(self._now, "skipping malformed data%s: %s", where, reason)
+        return DataSkipped(channel, event_type, events, reason)
+
+    def _decode_compact(self, channel: FeedChannel, data: list[Any]) -> list[ConnectionEvent]:
+        out: list[ConnectionEvent] = []
+        malformed = False
         for i in range(0, len(data), 2):
-            name, values = data[i], data[i + 1]
+            name = data[i]
+            values = data[i + 1] if i + 1 < len(data) else None
             if name.__class__ is not str or values.__class__ is not list:
-                raise RemoteProtocolError(
-                    f"COMPACT FEED_DATA on channel {channel.id}: item {i} is not a"
-                    " type name followed by a value array"
+                # The pairs are out of step from here on: the rest of the frame is unreadable.
+                malformed = True
+                out.append(
+                    self._skipped(
+                        channel.id,
+                        name if name.__class__ is str else None,
+                        0,
+                        f"COMPACT FEED_DATA item {i} is not a type name followed by a value"
+                        f" array: {describe(data[i : i + 2])}",
+                    )
                 )
+                break
             plan = channel.decoders.get(name)
             if plan is None:
-                plan = self._decoder(channel, name)
+                try:
+                    plan = self._decoder(channel, name)
+                except RemoteProtocolError as exc:  # an unusable field list
+                    malformed = True
+                    out.append(self._skipped(channel.id, name, 0, str(exc)))
+                    continue
                 if plan is None:
                     continue
             decoder, symbol_column, width = plan
-            events = decoder(values)
-            if events:
-                self.statistics.events_received += len(events)
+            try:
+                events = decoder(values)
+            except RemoteProtocolError as exc:
+                malformed = True
+                events = self._salvage(channel, name, plan, values, str(exc), out)
+                symbols = [e.event_symbol for e in events]
+            else:
                 # The decoder checked every symbol, so the column is the events' symbols.
                 symbols = values[symbol_column::width]
+            if events:
+                self.statistics.events_received += len(events)
                 out.append(FeedEvents(channel.id, type(events[0]), events, symbols))
+        if malformed:
+            self.statistics.malformed_messages += 1
         return out
+
+    def _salvage(
+        self,
+        channel: FeedChannel,
+        name: str,
+        plan: tuple[RowDecoder, int, int],
+        values: list[Any],
+        reason: str,
+        out: list[ConnectionEvent],
+    ) -> list[Event]:
+        """The rows of a value array that decode, one at a time; the others are skipped.
+
+        A ragged array (not a whole number of rows) cannot be split into rows, so all of it
+        is skipped. The skip is reported (in ``out``) before the rows that decoded.
+        """
+        decoder, _, width = plan
+        rows = len(values) // width
+        if len(values) % width:
+            out.append(self._skipped(channel.id, name, -(-len(values) // width), reason))
+            return []
+        events: list[Event] = []
+        bad = 0
+        for start in range(0, rows * width, width):
+            try:
+                events.extend(decoder(values[start : start + width]))
+            except RemoteProtocolError:
+                bad += 1
+        out.append(self._skipped(channel.id, name, bad, f"{bad} of {rows} rows: {reason}"))
+        return events
 
     def _decoder(self, channel: FeedChannel, name: str) -> tuple[RowDecoder, int, int] | None:
         try:
             cls = event_class(name)
         except KeyError:
             self.statistics.skipped_unknown_event_type += 1
-            log.warning("skipping FEED_DATA of unknown event type %r", name)
+            self._skip_log.warning(
+                self._now, "skipping FEED_DATA of unknown event type %s", describe(name)
+            )
             return None
         layout = channel.layout(name)
         if layout is None:
             self.statistics.skipped_unknown_event_type += 1
-            log.warning(
+            self._skip_log.warning(
+                self._now,
                 "skipping COMPACT %s data on channel %d: no field list was requested or reported",
                 name,
                 channel.id,
@@ -704,30 +824,45 @@ class ClientConnection:
         channel.decoders[name] = plan
         return plan
 
-    def _decode_full(self, channel: FeedChannel, data: list[Any]) -> list[FeedEvents]:
-        out: list[FeedEvents] = []  # one group per run of same-type events, in arrival order
+    def _decode_full(self, channel: FeedChannel, data: list[Any]) -> list[ConnectionEvent]:
+        out: list[ConnectionEvent] = []  # one group per run of same-type events, in order
+        last: FeedEvents | None = None
+        malformed = False
         for obj in data:
             if obj.__class__ is not dict:
-                raise RemoteProtocolError(
-                    f"FULL FEED_DATA on channel {channel.id} holds a non-object {obj!r}"
-                )
+                reason = f"FULL FEED_DATA holds a non-object {describe(obj)}"
+                out.append(self._skipped(channel.id, None, 1, reason))
+                malformed, last = True, None
+                continue
             name = obj.get("eventType")
             if name.__class__ is not str:
-                raise RemoteProtocolError(f"FULL event without an eventType: {obj!r}")
+                reason = f"FULL event without an eventType: {describe(obj)}"
+                out.append(self._skipped(channel.id, None, 1, reason))
+                malformed, last = True, None
+                continue
             try:
                 cls = event_class(name)
             except KeyError:
                 self.statistics.skipped_unknown_event_type += 1
-                log.warning("skipping FEED_DATA of unknown event type %r", name)
+                self._skip_log.warning(
+                    self._now, "skipping FEED_DATA of unknown event type %s", describe(name)
+                )
                 continue
-            event = decode_full(cls, obj)
-            if out and out[-1].event_type is cls:
-                out[-1].events.append(event)
+            try:
+                event = decode_full(cls, obj)
+            except RemoteProtocolError as exc:
+                out.append(self._skipped(channel.id, name, 1, str(exc)))
+                malformed, last = True, None
+                continue
+            if last is not None and last.event_type is cls:
+                last.events.append(event)
+                last.symbols.append(event.event_symbol)
             else:
-                out.append(FeedEvents(channel.id, cls, [event], []))
-            out[-1].symbols.append(event.event_symbol)
-        for group in out:
-            self.statistics.events_received += len(group.events)
+                last = FeedEvents(channel.id, cls, [event], [event.event_symbol])
+                out.append(last)
+            self.statistics.events_received += 1
+        if malformed:
+            self.statistics.malformed_messages += 1
         return out
 
 

@@ -18,6 +18,7 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     ├── SubscriptionError             a subscription handle cannot go on
     │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
     │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
+    │   │   └── MalformedDataError        (opt-in) the server sent undecodable data; it was skipped
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
 
 Foreign errors (trio-websocket's, orjson's, cattrs') are translated into these at one boundary
@@ -37,6 +38,7 @@ __all__ = [
     "GaveUpError",
     "KeepaliveTimeoutError",
     "LocalProtocolError",
+    "MalformedDataError",
     "MessageTooBigError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -128,6 +130,15 @@ class DataGapError(SubscriptionError):
 
     Raised once per gap, only by handles created with ``notify_gaps=True``, at the position in
     the stream where the gap is. The handle stays usable: keep reading after catching it.
+    """
+
+
+class MalformedDataError(DataGapError):
+    """The server sent data of this handle's type that could not be decoded, so it was skipped.
+
+    Like :class:`DataGapError`, raised once per incident, only by handles created with
+    ``notify_gaps=True``, at the position in the stream where the data was skipped; the
+    handle stays usable. The feed and the handle count skips in their statistics either way.
     """
 
 

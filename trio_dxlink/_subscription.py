@@ -39,7 +39,12 @@ import attrs
 import trio
 
 from ._accel import speedups
-from ._exceptions import DataGapError, SlowConsumerError, SubscriptionClosedError
+from ._exceptions import (
+    DataGapError,
+    MalformedDataError,
+    SlowConsumerError,
+    SubscriptionClosedError,
+)
 from .events import Event, IndexedEvent
 
 if TYPE_CHECKING:
@@ -119,6 +124,8 @@ class SubscriptionStatistics:
         conflated: events replaced by a newer one for the same symbol (LATEST).
         gaps: times the connection was lost while this handle was attached, so data may be
             missing between two events.
+        skipped: events of this handle's type that the server sent malformed, so they were
+            skipped (counted when the server's data said which type it was).
     """
 
     received: int
@@ -127,6 +134,7 @@ class SubscriptionStatistics:
     dropped: int
     conflated: int
     gaps: int
+    skipped: int = 0
 
 
 class Subscription(Generic[E]):
@@ -161,7 +169,7 @@ class Subscription(Generic[E]):
         self.overflow = overflow
         self.max_buffer = max_buffer
         self.notify_gaps = notify_gaps
-        self._gap_pending = False
+        self._gap_pending: DataGapError | None = None
         self._symbols: dict[str, None] = dict.fromkeys(_check_symbols(symbols))
         self._attached = False
         self._closed = False
@@ -170,7 +178,7 @@ class Subscription(Generic[E]):
         # consumer side: the batch being iterated (see _PyCursor)
         self._cursor = _Cursor(self._next_slow)
         # producer side, by policy
-        self._batches: deque[list[E] | None] = deque()  # None marks a gap
+        self._batches: deque[list[E] | DataGapError] = deque()  # an error marks a gap
         self._count = 0
         self._ring: deque[E] = deque(maxlen=max_buffer)
         self._latest: dict[str, E] = {}
@@ -180,6 +188,7 @@ class Subscription(Generic[E]):
         self._dropped = 0
         self._conflated = 0
         self._gaps = 0
+        self._skipped = 0
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._attached else "new")
@@ -315,6 +324,7 @@ class Subscription(Generic[E]):
             dropped=self._dropped,
             conflated=self._conflated,
             gaps=self._gaps,
+            skipped=self._skipped,
         )
 
     # --- internals: producer side (called by the feed, synchronously) ---
@@ -376,11 +386,24 @@ class Subscription(Generic[E]):
 
     def _mark_gap(self) -> None:
         self._gaps += 1
+        self._notify_gap(
+            DataGapError(f"{self.event_type.__name__} events may be missing here")
+        )
+
+    def _mark_skipped(self, events: int, reason: str) -> None:
+        """The server sent data of this handle's type that could not be decoded."""
+        self._skipped += events
+        what = f"{events} {self.event_type.__name__} events" if events else "data"
+        self._notify_gap(
+            MalformedDataError(f"the server sent malformed {what}, skipped here: {reason}")
+        )
+
+    def _notify_gap(self, error: DataGapError) -> None:
         if self.notify_gaps and self._error is None and not self._closed:
             if self.overflow is Overflow.LOSSLESS:
-                self._batches.append(None)  # raised in stream order, after what came before
-            else:
-                self._gap_pending = True
+                self._batches.append(error)  # raised in stream order, after what came before
+            elif self._gap_pending is None:
+                self._gap_pending = error
             self._lot.unpark_all()
 
     def _buffered(self) -> int:
@@ -392,15 +415,16 @@ class Subscription(Generic[E]):
 
     def _take(self) -> list[E]:
         policy = self.overflow
-        if self._gap_pending:
-            self._gap_pending = False
-            raise DataGapError(f"{self.event_type.__name__} events may be missing here")
+        gap = self._gap_pending
+        if gap is not None:
+            self._gap_pending = None
+            raise gap
         if policy is Overflow.LOSSLESS:
             if not self._batches:
                 return []
             batch = self._batches.popleft()
-            if batch is None:
-                raise DataGapError(f"{self.event_type.__name__} events may be missing here")
+            if isinstance(batch, DataGapError):
+                raise batch
             self._count -= len(batch)
         elif policy is Overflow.LATEST:
             if not self._latest:
@@ -417,7 +441,7 @@ class Subscription(Generic[E]):
 
     def _pending(self) -> bool:
         """Whether :meth:`_take` has something to hand over (events, or a gap to raise)."""
-        if self._gap_pending:
+        if self._gap_pending is not None:
             return True
         policy = self.overflow
         if policy is Overflow.LOSSLESS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["collapse", "describe", "raise_single", "unwrap_group"]
+__all__ = ["LogLimiter", "collapse", "describe", "raise_single", "unwrap_group"]
 
 
 def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -117,3 +118,35 @@ def _describe(value: object, depth: int) -> str:
         text = repr(value)
         return text if len(text) <= 40 else text[:39] + "…"
     return f"<{type(value).__name__}>"
+
+
+class LogLimiter:
+    """Logs a repeated warning at a bounded rate; the clock is the caller's (``now``).
+
+    At most ``burst`` messages are logged per ``window`` seconds; the ones held back are
+    counted, and the next message that is logged says how many were suppressed. A server that
+    sends a bad value a thousand times a second costs a few log lines a minute, not a thousand.
+    """
+
+    def __init__(self, logger: logging.Logger, *, burst: int = 5, window: float = 60.0) -> None:
+        self._log = logger
+        self._burst = burst
+        self._window = window
+        self._window_start: float | None = None
+        self._logged = 0
+        self.suppressed = 0
+        """Messages held back since the last one logged."""
+
+    def warning(self, now: float, message: str, *args: object) -> None:
+        if self._window_start is None or now - self._window_start >= self._window:
+            self._window_start = now
+            self._logged = 0
+        if self._logged >= self._burst:
+            self.suppressed += 1
+            return
+        self._logged += 1
+        if self.suppressed:
+            message += " (%d similar messages suppressed)"
+            args = (*args, self.suppressed)
+            self.suppressed = 0
+        self._log.warning(message, *args)
