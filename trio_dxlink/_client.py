@@ -39,6 +39,7 @@ from ._candle import normalize_candle_symbol
 from ._connection import ClientConnection
 from ._exceptions import (
     AuthenticationError,
+    CertificateError,
     ChannelError,
     ConnectError,
     ConnectionClosedError,
@@ -121,6 +122,10 @@ _fan_out: _FanOut = _py_fan_out if speedups is None else speedups.fan_out
 
 FATAL_SERVER_ERRORS = frozenset({"UNSUPPORTED_PROTOCOL"})
 """Connection-level ERROR codes after which reconnecting is pointless."""
+
+MAX_TOKEN_REJECTIONS = 3
+"""Fresh tokens the server may reject in a row (each retried under the reconnect policy)
+before the feed ends with :class:`AuthenticationError`."""
 
 
 @attrs.frozen
@@ -238,6 +243,13 @@ class FeedStatistics:
 
 class _TokenRejected(AuthenticationError):
     pass
+
+
+def _cannot_heal(exc: DXLinkError) -> bool:
+    """Whether reconnecting is pointless after ``exc`` (a rejected token is handled apart)."""
+    if isinstance(exc, ServerError):
+        return exc.code in FATAL_SERVER_ERRORS
+    return isinstance(exc, (AuthenticationError, CertificateError))
 
 
 class _Live:
@@ -605,7 +617,7 @@ class DXLinkFeed:
         attempt = 0
         lost_at: float | None = None
         connected_once = False
-        token_retry = False
+        rejected = 0  # tokens rejected in a row
         started = task_status
         while True:
             self._set_state(FeedState.RECONNECTING if connected_once else FeedState.CONNECTING)
@@ -613,29 +625,32 @@ class DXLinkFeed:
             try:
                 await self._connect_once(started, connected_at)
                 raise ConnectionClosedError("the server ended the connection")
-            except _TokenRejected as exc:
-                if token_retry or isinstance(self._source, _FixedToken):
-                    raise AuthenticationError(str(exc)) from None
-                token_retry = True  # one fresh token from the session, at once
-                log.warning("token rejected; fetching a fresh one and retrying once")
-                continue
             except DXLinkError as exc:
                 if self._closing:
                     await trio.sleep_forever()  # the block is being left: wait to be cancelled
                 cause: DXLinkError = exc
                 if connected_at:
+                    # This connection was authorized: the caller has been told we are up.
                     connected_once = True
                     started = trio.TASK_STATUS_IGNORED
-                if not connected_once:
-                    raise
-                if isinstance(exc, ServerError) and exc.code in FATAL_SERVER_ERRORS:
-                    raise
-                if isinstance(exc, AuthenticationError):
+                    rejected = 0
+                if isinstance(exc, _TokenRejected):
+                    rejected += 1
+                    if isinstance(self._source, _FixedToken):
+                        raise AuthenticationError(str(exc)) from None
+                    if rejected > (MAX_TOKEN_REJECTIONS if connected_once else 1):
+                        raise AuthenticationError(
+                            f"{exc}: the session's last {rejected} tokens were all rejected"
+                        ) from None
+                    if not connected_once:
+                        # First contact: one fresh token from the session, at once.
+                        log.warning("token rejected; fetching a fresh one and retrying once")
+                        continue
+                elif not connected_once or _cannot_heal(exc):
                     raise
             now = trio.current_time()
             if connected_at:
                 self._losses += 1
-                token_retry = False
                 if now - connected_at[0] >= policy.healthy_after:
                     attempt = 0
                 lost_at = now
@@ -941,11 +956,16 @@ async def open_dxlink(
         token_refresh_margin=token_refresh_margin,
         rng=rng,
     )
+    raised: list[BaseException] = []  # what the block itself raised, if anything
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(feed._run)
             try:
                 yield feed
+            except BaseException as exc:
+                if not isinstance(exc, trio.Cancelled):
+                    raised.append(exc)
+                raise
             finally:
                 if trio.current_effective_deadline() != -math.inf:
                     # Not cancelled from outside: close the WebSocket politely, briefly.
@@ -954,6 +974,6 @@ async def open_dxlink(
                 feed._close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise_single(group)
+        raise_single(group, raised[0] if raised else None)
     finally:
         feed._close()

@@ -40,14 +40,34 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
-def raise_single(group: BaseExceptionGroup[BaseException]) -> None:
+def raise_single(
+    group: BaseExceptionGroup[BaseException], primary: BaseException | None = None
+) -> None:
     """Raise :func:`collapse` of ``group``, keeping the single exception's cause and context.
+
+    ``primary`` is the exception the user's own code raised into the nursery, if any. When it
+    is in ``group`` alongside the library's errors, it is raised as itself, with the library's
+    error attached as its ``__context__`` (unless it already has a context of its own that is
+    not a cancellation), just as if the user's code had raised it in a ``finally`` block.
 
     Called from an ``except`` clause: the group itself is re-raised when it cannot be collapsed.
     """
     single = collapse(group)
     if single is group:
         raise group
+    if isinstance(single, BaseExceptionGroup) and primary is not None:
+        leaves = list(_leaves(single))
+        if any(leaf is primary for leaf in leaves):
+            others = [leaf for leaf in leaves if leaf is not primary]
+            if primary.__context__ is None or isinstance(primary.__context__, trio.Cancelled):
+                primary.__context__ = (
+                    others[0]
+                    if len(others) == 1
+                    else BaseExceptionGroup("errors while the block was failing", others)
+                )
+            single = primary
+    if isinstance(single, BaseExceptionGroup):
+        raise single
     context = single.__context__
     try:
         raise single

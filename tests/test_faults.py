@@ -1,0 +1,192 @@
+"""Faults a server or a user's code can produce, and how the feed survives them (issue 9).
+
+Each test drives the real client over loopback against the local server's fault switches.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+import trio
+import trio.testing
+
+from trio_dxlink import (
+    NO_RECONNECT,
+    AuthenticationError,
+    ConnectionClosedError,
+    FeedState,
+    MalformedDataError,
+    Overflow,
+    Quote,
+    QuoteToken,
+    ReconnectPolicy,
+    Trade,
+    open_dxlink,
+)
+from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
+
+from .conftest import pinned_market, task_count
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+FAST = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, jitter=0.0)
+REVOKED = '{"type":"AUTH_STATE","channel":0,"state":"UNAUTHORIZED"}'
+
+
+async def until(server: DXLinkServer, predicate: object) -> None:
+    with trio.fail_after(10):
+        await server.wait_for(predicate)  # type: ignore[arg-type]
+
+
+class Session:
+    """Hands out the given tokens in turn (the last one forever); counts the calls."""
+
+    def __init__(self, url: str, tokens: list[str]) -> None:
+        self.url = url
+        self.tokens = tokens
+        self.calls = 0
+
+    async def get_quote_token(self) -> QuoteToken:
+        await trio.lowlevel.checkpoint()
+        token = self.tokens[min(self.calls, len(self.tokens) - 1)]
+        self.calls += 1
+        return QuoteToken(token, self.url)
+
+
+def channel_of(server: DXLinkServer, event_type: str) -> tuple[int, int]:
+    """(connection id, channel id) of the live channel subscribed to ``event_type``."""
+    for conn in server.live:
+        for cid, channel in conn.channels.items():
+            if any(key[0] == event_type for key in channel.subscriptions):
+                return conn.id, cid
+    raise AssertionError(f"no live channel has {event_type}")
+
+
+# --- item 1: a token rejected on a live connection ---
+
+
+async def test_revoked_token_reconnects_with_a_fresh_one() -> None:
+    config = ServerConfig(token="secret")
+    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+        session = Session(srv.url, ["secret"])
+        async with (
+            open_dxlink(session, reconnect=FAST) as feed,
+            feed.subscribe(Quote, ["SPY"]) as rx,
+        ):
+            await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
+            (first,) = srv.live
+            srv.send_raw(first.id, REVOKED)  # the server revokes the live connection's token
+            await until(srv, lambda: any(c.id > first.id and c.authorized for c in srv.live))
+            await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
+            srv.publish(Quote("SPY", bid_price=3.0))
+            with trio.fail_after(10):
+                assert (await rx.receive()).bid_price == 3.0
+            assert feed.state is FeedState.CONNECTED
+            assert feed.statistics().reconnects == 1
+        assert session.calls == 2
+
+
+async def test_a_session_that_keeps_handing_out_rejected_tokens_ends_in_auth_error() -> None:
+    config = ServerConfig(token="secret")
+    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+        session = Session(srv.url, ["secret", "stale"])
+        before = task_count()
+        with pytest.raises(AuthenticationError, match="rejected"):
+            async with open_dxlink(session, reconnect=FAST):
+                await until(srv, lambda: bool(srv.live))
+                srv.send_raw(srv.live[0].id, REVOKED)
+                await trio.sleep_forever()
+        assert session.calls == 4  # the first token, then three rejected in a row
+        assert task_count() == before
+
+
+async def test_renewal_refused_by_the_server_is_retried_with_a_fresh_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = ServerConfig(token="secret")
+    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+
+        class Expiring(Session):
+            async def get_quote_token(self) -> QuoteToken:
+                token = await super().get_quote_token()
+                expires = time.time() + 1000 if self.calls == 1 else 1e12
+                return QuoteToken(token.token, token.url, expires_at=expires)
+
+        session = Expiring(srv.url, ["secret"])
+        async with open_dxlink(
+            session, reconnect=FAST, keepalive_timeout=1e6, token_refresh_margin=100
+        ) as feed:
+            srv.reject_next_token()  # the renewal, due in 900 s, is refused: close 1008
+            with trio.fail_after(5000):
+                await feed.wait_state(FeedState.RECONNECTING)
+                await feed.wait_state(FeedState.CONNECTED)
+            assert feed.statistics().reconnects == 1
+        assert session.calls == 3  # the first token, the refused renewal, the reconnect's
+
+
+# --- item 4: malformed data is skipped, counted and reported; nothing else notices ---
+
+MALFORMED = [
+    '{"type":"FEED_DATA","channel":%(c)d,"data":["Quote",["SPY",1.0]]}',  # ragged
+    '{"type":"FEED_DATA","channel":%(c)d,"data":["Quote",["Quote","SPY",1,2,3,4,5,"lots"]]}',
+    '{"type":"FEED_DATA","channel":%(c)d,"data":["Quote",',  # not JSON
+    '{"type":"FEED_DATA","channel":%(c)d,"data":[["Quote","SPY"]]}',  # array for an object
+    '{"type":"FEED_DATA","channel":%(c)d,"data":["Quote",' + "[" * 1000 + "]" * 1000 + "]}",
+    "[" * 1000 + "]" * 1000,
+]
+
+
+async def test_malformed_data_skips_only_itself(server: DXLinkServer) -> None:
+    async with (
+        open_dxlink(server.url, reconnect=NO_RECONNECT) as feed,
+        feed.subscribe(Quote, ["SPY"], notify_gaps=True, overflow=Overflow.LOSSLESS) as quotes,
+        feed.subscribe(Trade, ["SPY"]) as trades,
+    ):
+        await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
+        conn, quote_channel = channel_of(server, "Quote")
+        for template in MALFORMED:
+            server.send_raw(conn, template % {"c": quote_channel})
+            server.publish(Trade("SPY", price=1.0))
+            with trio.fail_after(10):
+                assert (await trades.receive()).price == 1.0  # the other channel never noticed
+        server.publish(Quote("SPY", bid_price=2.0))
+        reports: list[str] = []
+        with trio.fail_after(10):
+            while True:
+                try:
+                    quote = await quotes.receive()
+                except MalformedDataError as exc:
+                    reports.append(str(exc))
+                    continue
+                break
+        assert quote.bid_price == 2.0
+        assert len(reports) == 4  # the frames whose type or channel is known
+        assert all(len(report) < 500 for report in reports)
+        stats = feed.statistics()
+        assert stats.malformed_messages == len(MALFORMED)
+        assert stats.events_skipped >= 2
+        assert stats.connection_losses == 0
+        assert stats.reconnects == 0
+        assert quotes.statistics().skipped >= 2
+        assert trades.statistics().skipped == 0
+        assert feed.state is FeedState.CONNECTED
+
+
+# --- item 8: the user's own error while the feed is failing ---
+
+
+async def test_users_cleanup_error_comes_out_alone_with_the_feed_error_as_context(
+    server: DXLinkServer,
+) -> None:
+    with pytest.raises(ValueError, match="cleanup failed") as info:
+        async with open_dxlink(server.url, reconnect=NO_RECONNECT):
+            try:
+                server.drop_all()
+                await trio.sleep_forever()  # cancelled when the feed fails
+            finally:
+                raise ValueError("cleanup failed")
+    assert not isinstance(info.value, BaseExceptionGroup)
+    assert isinstance(info.value.__context__, ConnectionClosedError)
