@@ -381,7 +381,7 @@ class Subscription(Generic[E]):
         """Fail this handle: the consumer gets ``error`` once the buffer is drained."""
         if self._error is None:
             self._error = error
-            self._feed._detach_failed(self)
+            self._feed._detach(self)
         self._lot.unpark_all()
 
     def _mark_gap(self) -> None:

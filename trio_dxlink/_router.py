@@ -1,0 +1,223 @@
+"""Routing decoded events to subscription handles: a pure module (no trio, no clock).
+
+A :class:`Router` knows, per event type, which handles want which symbols, and hands each
+handle its share of a decoded batch in one synchronous call. It also keeps the latest event of
+every routed symbol (what :meth:`~trio_dxlink.DXLinkFeed.get_event` answers from). It knows
+nothing about connections, so one router can serve several connection runners.
+
+Symbols are matched as the server spells them. A candle symbol has several spellings
+(``AAPL{=5m,price=last}`` and ``AAPL{=5m}`` are one symbol), so a candle handle is routed under
+the spelling it asked for and the normalised one. ``"*"`` routes every symbol of the type; a
+handle with a ``source`` only gets events of that order source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from ._accel import speedups
+from ._candle import normalize_candle_symbol
+from .events import Candle, Event
+
+__all__ = ["Receiver", "Router"]
+
+
+class Receiver(Protocol):
+    """What the router needs of a subscription handle."""
+
+    @property
+    def event_type(self) -> type[Event]: ...
+
+    @property
+    def source(self) -> str | None: ...
+
+    @property
+    def symbols(self) -> frozenset[str]: ...
+
+    def _push(self, events: list[Any], symbols: list[str] | None = None) -> None: ...
+
+
+def _py_route(
+    table: dict[str, Any], latest: dict[str, Event], symbols: list[str], events: list[Event]
+) -> list[Event] | None:
+    """Record the latest event of each routed symbol; ``None`` if every symbol is routed,
+    else the routed events. (``trio_dxlink._speedups.route`` does the same in one C pass.)"""
+    if all(map(table.__contains__, symbols)):
+        latest.update(zip(symbols, events, strict=True))
+        return None
+    kept = [(s, e) for s, e in zip(symbols, events, strict=True) if s in table]
+    latest.update(kept)
+    return [e for _, e in kept]
+
+
+_RouteFn = Callable[[dict[str, Any], dict[str, Event], list[str], list[Event]], list[Event] | None]
+_route: _RouteFn = _py_route if speedups is None else speedups.route
+
+
+def _py_fan_out(
+    table: dict[str, list[Any]], latest: dict[str, Event], symbols: list[str], events: list[Event]
+) -> tuple[dict[Any, list[Event]], int]:
+    """Each handle's share of a batch (in order), and how many events no handle wanted; records
+    the latest event of each routed symbol. (``trio_dxlink._speedups.fan_out`` in C.)"""
+    shares: dict[Any, list[Event]] = {}
+    unrouted = 0
+    for symbol, event in zip(symbols, events, strict=True):
+        route = table.get(symbol)
+        if route is None:
+            unrouted += 1
+            continue
+        latest[symbol] = event
+        for handle in route:
+            share = shares.get(handle)
+            if share is None:
+                shares[handle] = [event]
+            else:
+                share.append(event)
+    return shares, unrouted
+
+
+_FanOutFn = Callable[
+    [dict[str, list[Any]], dict[str, Event], list[str], list[Event]],
+    tuple[dict[Any, list[Event]], int],
+]
+_fan_out: _FanOutFn = _py_fan_out if speedups is None else speedups.fan_out
+
+
+def aliases(event_type: type[Event], symbol: str) -> list[str]:
+    """The spellings under which events for ``symbol`` arrive (a candle symbol has two)."""
+    if issubclass(event_type, Candle):
+        try:
+            normal = normalize_candle_symbol(symbol)
+        except ValueError:
+            return [symbol]
+        return [symbol] if normal == symbol else [symbol, normal]
+    return [symbol]
+
+
+class Router:
+    """Per event type: symbol → the handles it goes to; plus the latest event per symbol."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, dict[str, list[Receiver]]] = {}
+        self._handles_of: dict[str, dict[Receiver, None]] = {}
+        self._latest: dict[str, dict[str, Event]] = {}
+        self.unrouted = 0
+        """Events for symbols no handle wanted (counted, not delivered)."""
+        self.events = 0
+        """Events dispatched in total."""
+
+    # --- membership ---
+
+    def attach(self, handle: Receiver) -> None:
+        self._handles_of.setdefault(handle.event_type.EVENT_TYPE, {})[handle] = None
+
+    def detach(self, handle: Receiver) -> None:
+        self._handles_of.get(handle.event_type.EVENT_TYPE, {}).pop(handle, None)
+
+    def handles(self, event_type: str) -> Sequence[Receiver]:
+        """The attached handles of one event type."""
+        return list(self._handles_of.get(event_type, ()))
+
+    def add(self, handle: Receiver, symbols: Iterable[str]) -> None:
+        """Route ``symbols`` (of the handle's type) to ``handle``."""
+        table = self._routes.setdefault(handle.event_type.EVENT_TYPE, {})
+        for symbol in symbols:
+            for alias in aliases(handle.event_type, symbol):
+                route = table.get(alias)
+                if route is None:
+                    table[alias] = [handle]
+                elif handle not in route:
+                    route.append(handle)
+
+    def remove(self, handle: Receiver, symbols: Iterable[str]) -> None:
+        """Stop routing ``symbols`` to ``handle``; ``handle.symbols`` are the ones it keeps."""
+        name = handle.event_type.EVENT_TYPE
+        table = self._routes.get(name, {})
+        symbols = list(symbols)
+        # Two spellings of one candle symbol share a route: keep the handle on the routes that
+        # a symbol it still has maps to.
+        kept: set[str] = set()
+        if issubclass(handle.event_type, Candle):
+            for symbol in handle.symbols - set(symbols):
+                kept.update(aliases(handle.event_type, symbol))
+        for symbol in symbols:
+            for alias in aliases(handle.event_type, symbol):
+                if alias in kept:
+                    continue
+                route = table.get(alias)
+                if route is not None and handle in route:
+                    route.remove(handle)
+                    if not route:
+                        del table[alias]
+                        self._latest.get(name, {}).pop(alias, None)
+
+    def latest(self, event_type: str, symbol: str) -> Event | None:
+        """The last event routed for ``symbol``, while some handle wants it."""
+        return self._latest.get(event_type, {}).get(symbol)
+
+    # --- dispatch ---
+
+    def dispatch(self, event_type: type[Event], events: list[Event], symbols: list[str]) -> None:
+        """Hand each handle its share of one decoded batch (synchronous; never blocks).
+
+        ``symbols`` are the events' symbols, in order.
+        """
+        name = event_type.EVENT_TYPE
+        self.events += len(events)
+        table = self._routes.get(name)
+        if not table:
+            self.unrouted += len(events)
+            return
+        latest = self._latest.setdefault(name, {})
+        handles = self._handles_of[name]
+        if "*" not in table and all(h.source is None for h in handles):
+            if len(handles) == 1:
+                # The common case, one handle for the type: no per-event routing at all.
+                (handle,) = handles
+                kept = _route(table, latest, symbols, events)
+                if kept is None:
+                    handle._push(events, symbols)
+                else:
+                    self.unrouted += len(events) - len(kept)
+                    if kept:
+                        handle._push(kept)
+            else:
+                shares, unrouted = _fan_out(table, latest, symbols, events)
+                self.unrouted += unrouted
+                for handle, share in shares.items():
+                    handle._push(share)
+            return
+        self._route_each(table, latest, events)
+
+    def _route_each(
+        self, table: dict[str, list[Receiver]], latest: dict[str, Event], events: list[Event]
+    ) -> None:
+        # The general case: wildcard handles, or handles filtering by order source.
+        wild = table.get("*")
+        per_handle: dict[Receiver, list[Event]] = {}
+        unrouted = 0
+        for event in events:
+            route = table.get(event.event_symbol)
+            if route is None:
+                if wild is None:
+                    unrouted += 1
+                    continue
+                route = wild
+            else:
+                latest[event.event_symbol] = event
+            for handle in route:
+                if handle.source is not None and getattr(event, "source", None) != handle.source:
+                    continue
+                bucket = per_handle.get(handle)
+                if bucket is None:
+                    per_handle[handle] = [event]
+                else:
+                    bucket.append(event)
+            if wild is not None and route is not wild:
+                for handle in wild:  # wildcard handles see every symbol
+                    if handle not in route:
+                        per_handle.setdefault(handle, []).append(event)
+        self.unrouted += unrouted
+        for handle, bucket in per_handle.items():
+            handle._push(bucket)

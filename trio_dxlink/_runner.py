@@ -1,0 +1,312 @@
+"""One connection's tasks: the thin trio driver around the sans-I/O :class:`ClientConnection`.
+
+:func:`run_connection` opens a transport, tells a fresh core everything the feed wants, and
+runs four sibling tasks until the connection ends:
+
+* the **reader** drains the socket continuously, feeds each frame to the core and hands what
+  happened to the :class:`Host` in the same step (a synchronous hand-off that never blocks);
+* the **writer** sends whatever the core queued;
+* the **keepalive** task sleeps until the core's next deadline (sending KEEPALIVE, or declaring
+  the link dead);
+* the **renewer** asks the token source for a fresh token before the current one expires and
+  sends AUTH again on the live connection.
+
+The first task to fail cancels the others and its error is raised alone. While the block is
+being left (``host.closing()``), a task that sees the connection end waits to be cancelled, so
+the WebSocket close handshake can finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from . import _connection as c
+from ._connection import ClientConnection
+from ._exceptions import ChannelError, ConnectionClosedError, ServerError
+from ._messages import SubscriptionEntry
+from ._reconnect import TokenRejected
+from ._tokens import QuoteToken, QuoteTokenSource, fetch_token, renewal_delay
+from ._transport import Connector, Transport
+from ._util import unwrap_group
+
+__all__ = ["ConnectionSettings", "Host", "Live", "run_connection"]
+
+log = logging.getLogger("trio_dxlink")
+
+
+class Host(Protocol):
+    """What a connection runner reports to, and asks of, the feed that runs it."""
+
+    def replay(self) -> dict[str, list[SubscriptionEntry]]:
+        """Every subscription a fresh connection must ask for, by event type."""
+
+    def closing(self) -> bool:
+        """Whether the feed's block is being left (the connection is closing on purpose)."""
+
+    def connected(self, live: Live | None) -> None:
+        """``live`` is the feed's connection now (``None``: the connection has ended).
+
+        Set before the handshake: what the feed asks for from then on is sent on ``live``
+        (queued until the channels open), since :meth:`replay` has already been told.
+        """
+
+    def authorized(self) -> None:
+        """The live connection was authorized."""
+
+    def frame(self, now: float) -> None:
+        """A frame arrived (for the feed's counters)."""
+
+    def events(self, batch: c.FeedEvents) -> None:
+        """Decoded events to dispatch."""
+
+    def skipped(self, live: Live, skipped: c.DataSkipped) -> None:
+        """Malformed data was skipped."""
+
+    def channel_failed(self, event_type: str, error: ChannelError) -> None:
+        """The channel carrying ``event_type`` failed or was closed by the server."""
+
+
+class ConnectionSettings:
+    """What every connection of a feed is configured with."""
+
+    def __init__(
+        self,
+        *,
+        connector: Connector,
+        keepalive_timeout: float,
+        keepalive_interval: float,
+        handshake_timeout: float,
+        aggregation_period: float | None,
+        subscription_budget: int,
+        token_refresh_margin: float,
+    ) -> None:
+        self.connector = connector
+        self.keepalive_timeout = keepalive_timeout
+        self.keepalive_interval = keepalive_interval
+        self.handshake_timeout = handshake_timeout
+        self.aggregation_period = aggregation_period
+        self.subscription_budget = subscription_budget
+        self.token_refresh_margin = token_refresh_margin
+
+
+class Live:
+    """The per-connection state: the sans-I/O core and the channel of each event type."""
+
+    def __init__(self, core: ClientConnection, transport: Transport, settings: ConnectionSettings):
+        self.core = core
+        self.transport = transport
+        self.settings = settings
+        self.channel_of: dict[str, int] = {}
+        self.type_of: dict[int, str] = {}
+        self.wakeup = trio.Event()
+        self.rearm = trio.Event()
+        self.malformed = 0  # the core's malformed-message count already reported
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def usable(self) -> bool:
+        return self.core.state not in (c.ConnectionState.CLOSED, c.ConnectionState.ERROR)
+
+    def channel_for(self, event_type: str) -> int:
+        cid = self.channel_of.get(event_type)
+        if cid is None:
+            cid = self.core.open_channel(
+                accept_aggregation_period=self.settings.aggregation_period
+            )
+            self.channel_of[event_type] = cid
+            self.type_of[cid] = event_type
+        return cid
+
+    def subscribe(self, event_type: str, entries: list[SubscriptionEntry]) -> None:
+        """Ask for ``entries`` now (the feed calls this only while the connection is usable)."""
+        self.core.subscribe(self.channel_for(event_type), entries)
+        self.wake()
+
+    def unsubscribe(self, event_type: str, entries: list[SubscriptionEntry]) -> None:
+        cid = self.channel_of.get(event_type)
+        if cid is not None:
+            self.core.unsubscribe(cid, entries)
+            self.wake()
+
+
+async def run_connection(
+    host: Host,
+    settings: ConnectionSettings,
+    source: QuoteTokenSource,
+    task_status: trio.TaskStatus[None],
+    authorized_at: list[float],
+) -> None:
+    """Fetch a token, connect, and run one connection until it ends (by raising).
+
+    ``task_status.started()`` is called, and the time appended to ``authorized_at``, once the
+    server has authorized the connection.
+    """
+    token = await fetch_token(source)
+    with unwrap_group():  # the connector's own nursery must not wrap our error in a group
+        await _run_on(host, settings, source, token, task_status, authorized_at)
+
+
+async def _run_on(
+    host: Host,
+    settings: ConnectionSettings,
+    source: QuoteTokenSource,
+    token: QuoteToken,
+    task_status: trio.TaskStatus[None],
+    authorized_at: list[float],
+) -> None:
+    async with settings.connector(token.url) as transport:
+        core = ClientConnection(
+            token.token or None,
+            keepalive_timeout=settings.keepalive_timeout,
+            keepalive_interval=settings.keepalive_interval,
+            subscription_budget=settings.subscription_budget,
+        )
+        live = Live(core, transport, settings)
+        core.start(trio.current_time())
+        for name, entries in host.replay().items():
+            core.subscribe(live.channel_for(name), entries)
+        host.connected(live)
+        try:
+            await _run_tasks(
+                host.closing,
+                _writer(live),
+                _keepalive(live),
+                _reader(host, live, task_status, authorized_at),
+                _renewer(live, source, token),
+            )
+        finally:
+            host.connected(None)
+            core.connection_closed()
+
+
+async def _reader(
+    host: Host, live: Live, task_status: trio.TaskStatus[None], authorized_at: list[float]
+) -> None:
+    core = live.core
+    receive = live.transport.receive
+    timeout = live.settings.handshake_timeout
+    with trio.move_on_after(timeout) as handshake:
+        while not core.authorized:
+            _handle_frame(host, live, await receive())
+    if handshake.cancelled_caught:
+        raise ConnectionClosedError(
+            f"the server did not complete the handshake within {timeout:g} s"
+        )
+    authorized_at.append(trio.current_time())
+    host.authorized()
+    task_status.started()
+    while True:
+        _handle_frame(host, live, await receive())
+
+
+def _handle_frame(host: Host, live: Live, frame: str | bytes) -> None:
+    now = trio.current_time()
+    host.frame(now)
+    for event in live.core.receive_message(frame, now):
+        if isinstance(event, c.FeedEvents):
+            host.events(event)
+        elif isinstance(event, c.DataSkipped):
+            host.skipped(live, event)
+        elif isinstance(event, c.AuthRejected):
+            if event.had_token:
+                raise TokenRejected("the server rejected the token")
+            raise TokenRejected("the server requires a token and none was given")
+        elif isinstance(event, c.ServerErrorReceived):
+            if event.channel == 0:
+                raise ServerError(event.code, event.message, 0)
+            error = ChannelError(event.code, event.message, event.channel)
+            _fail_channel(host, live, event.channel, error)
+            if event.channel in live.core.channels:
+                live.core.close_channel(event.channel)
+        elif isinstance(event, c.SetupReceived):
+            live.rearm.set()  # the server's keepalive timeout may shorten our interval
+        elif isinstance(event, c.ChannelClosed) and not event.requested:
+            error = ChannelError("CHANNEL_CLOSED", "the server closed the channel", event.channel)
+            _fail_channel(host, live, event.channel, error)
+    if live.core.wants_to_send:
+        live.wake()
+
+
+def _fail_channel(host: Host, live: Live, channel: int, error: ChannelError) -> None:
+    name = live.type_of.pop(channel, None)
+    if name is not None:
+        live.channel_of.pop(name, None)
+        host.channel_failed(name, error)
+
+
+async def _writer(live: Live) -> None:
+    core = live.core
+    send = live.transport.send
+    while True:
+        frames = core.data_to_send(trio.current_time())
+        if frames:
+            for frame in frames:
+                await send(frame)
+            continue
+        live.wakeup = trio.Event()
+        await live.wakeup.wait()
+
+
+async def _keepalive(live: Live) -> None:
+    core = live.core
+    while True:
+        live.rearm = trio.Event()
+        with trio.move_on_at(core.next_deadline()):
+            await live.rearm.wait()  # set when the deadlines change (server SETUP)
+        core.handle_timers(trio.current_time())
+        if core.wants_to_send:
+            live.wake()
+
+
+async def _renewer(live: Live, source: QuoteTokenSource, token: QuoteToken) -> None:
+    margin = live.settings.token_refresh_margin
+    while (delay := renewal_delay(token, time.time(), margin)) is not None:
+        await trio.sleep(delay)
+        fresh = await fetch_token(source)
+        if fresh.expires_at is not None and fresh.expires_at <= (token.expires_at or 0):
+            log.warning("the session returned a token that expires no later than the old one")
+            await trio.sleep(max(1.0, margin / 2))
+        token = fresh
+        if live.usable() and live.core.authorized:
+            live.core.reauthenticate(token.token)
+            live.wake()
+    await trio.sleep_forever()
+
+
+async def _run_tasks(closing: Callable[[], bool], *coros: Any) -> None:
+    """Run coroutines as sibling tasks; the first to fail cancels the rest and is raised alone.
+
+    While ``closing()`` is true (the block is being left and the WebSocket close handshake is
+    under way) a task that sees the connection end just waits to be cancelled, so the
+    handshake can finish instead of being cut short.
+    """
+    async with trio.open_nursery() as nursery:
+        failure: list[BaseException] = []
+
+        async def guard(coro: Any) -> None:
+            try:
+                await coro
+            except trio.Cancelled:
+                raise
+            except ConnectionClosedError:
+                if closing():
+                    await trio.sleep_forever()
+                if not failure:
+                    failure.append(sys.exc_info()[1])  # type: ignore[arg-type]
+                nursery.cancel_scope.cancel()
+            except BaseException as exc:
+                if not failure:
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
+
+        for coro in coros:
+            nursery.start_soon(guard, coro)
+    if failure:
+        raise failure[0]

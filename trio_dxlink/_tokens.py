@@ -1,0 +1,97 @@
+"""Tokens and where they come from: the token source protocol, a fixed token, renewal timing.
+
+A connection needs a token and the URL it is valid for. Either the user gave both (a URL and
+``token=``: :class:`FixedToken`), or an object hands them out on request (a
+:class:`QuoteTokenSource`, such as a tastytrade session), asked before every connection and
+again before a token expires. :func:`fetch_token` asks, and turns whatever goes wrong into the
+library's errors; :func:`renewal_delay` says when to ask again.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import attrs
+import trio
+
+from ._exceptions import AuthenticationError, ConnectError, DXLinkError
+
+__all__ = ["FixedToken", "QuoteToken", "QuoteTokenSource", "fetch_token", "renewal_delay"]
+
+
+@attrs.frozen
+class QuoteToken:
+    """A DXLink token and where to use it.
+
+    Attributes:
+        token: the AUTH token (never shown in reprs or logs).
+        url: the DXLink WebSocket URL this token is for.
+        expires_at: when the token stops working, in epoch seconds, if known; the feed renews
+            the token on a live connection before then.
+    """
+
+    token: str = attrs.field(repr=False)
+    url: str
+    expires_at: float | None = None
+
+
+@runtime_checkable
+class QuoteTokenSource(Protocol):
+    """Anything that can hand out DXLink tokens: a tastytrade session, for example.
+
+    ``get_quote_token`` is called before every connection attempt and before a token expires. It
+    returns a :class:`QuoteToken` or a ``(token, url)`` pair.
+    """
+
+    async def get_quote_token(self) -> QuoteToken | tuple[str, str]:
+        """A current token and the DXLink URL to use it on."""
+
+
+@attrs.frozen
+class FixedToken:
+    """The source behind ``open_dxlink(url, token=...)``: the same token every time."""
+
+    url: str
+    token: str | None = attrs.field(repr=False)
+
+    async def get_quote_token(self) -> QuoteToken | tuple[str, str]:
+        await trio.lowlevel.checkpoint()
+        return QuoteToken(self.token or "", self.url)
+
+
+async def fetch_token(source: QuoteTokenSource) -> QuoteToken:
+    """Ask ``source`` for a token.
+
+    Raises:
+        ConnectError: the source failed (retryable: a token service may come back).
+        AuthenticationError: the source returned something that is not a token and a
+            ``ws://``/``wss://`` URL.
+    """
+    try:
+        token = await source.get_quote_token()
+    except (trio.Cancelled, DXLinkError):
+        raise
+    except Exception as exc:
+        raise ConnectError(
+            f"the session could not supply a token: {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(token, tuple) and len(token) == 2:
+        token = QuoteToken(*token)
+    if not (
+        isinstance(token, QuoteToken)
+        and isinstance(token.token, str)
+        and isinstance(token.url, str)
+        and token.url.startswith(("ws://", "wss://"))
+    ):
+        raise AuthenticationError(
+            "get_quote_token() must return a QuoteToken or a (token, url) pair with a"
+            f" ws:// or wss:// URL, not a {type(token).__name__}"
+        )
+    return token
+
+
+def renewal_delay(token: QuoteToken, now: float, margin: float) -> float | None:
+    """Seconds from ``now`` (epoch) until ``token`` should be renewed; ``None``: never."""
+    if token.expires_at is None:
+        return None
+    return max(0.0, token.expires_at - now - margin)
