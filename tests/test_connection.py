@@ -751,12 +751,15 @@ def test_unusable_field_list_skips_that_types_data() -> None:
 def test_deeply_nested_values_give_bounded_reasons() -> None:
     conn, cid = quote_channel()
     deep = "[" * 1000 + "]" * 1000
+
+    def frame(data: str) -> str:
+        return f'{{"type":"FEED_DATA","channel":{cid},"data":{data}}}'
+
     frames = [
-        '{"type":"FEED_DATA","channel":%d,"data":["Quote",["AAPL",%s,1.0]]}' % (cid, deep),
-        '{"type":"FEED_DATA","channel":%d,"data":[%s]}' % (cid, deep),
-        '{"type":"FEED_DATA","channel":%d,"data":%s}' % (cid, deep),
-        '{"type":"FEED_DATA","channel":%d,"data":[{"eventType":"Quote","eventSymbol":%s}]}'
-        % (cid, deep),
+        frame(f'["Quote",["AAPL",{deep},1.0]]'),
+        frame(f"[{deep}]"),
+        frame(deep),
+        frame(f'[{{"eventType":"Quote","eventSymbol":{deep}}}]'),
         deep,
     ]
     for frame in frames:
@@ -1008,7 +1011,7 @@ def test_default_field_request_is_every_field_of_the_class() -> None:
 
 def test_subscribing_an_unknown_type_changes_nothing() -> None:
     conn, cid = quote_channel()
-    with pytest.raises(KeyError, match="Bogus"):
+    with pytest.raises(LocalProtocolError, match="Bogus"):
         conn.subscribe(cid, [SubscriptionEntry("Quote", "MSFT"), SubscriptionEntry("Bogus", "X")])
     assert take(conn) == []
     assert SubscriptionEntry("Quote", "MSFT").key not in conn.channels[cid].subscriptions

@@ -15,6 +15,7 @@ import trio.testing
 from trio_dxlink import (
     NO_RECONNECT,
     AuthenticationError,
+    Candle,
     ConnectionClosedError,
     FeedState,
     MalformedDataError,
@@ -190,3 +191,51 @@ async def test_users_cleanup_error_comes_out_alone_with_the_feed_error_as_contex
                 raise ValueError("cleanup failed")
     assert not isinstance(info.value, BaseExceptionGroup)
     assert isinstance(info.value.__context__, ConnectionClosedError)
+
+
+# --- defects found in review (issue 10) ---
+
+
+async def test_a_failed_subscribe_leaves_nothing_behind(server: DXLinkServer) -> None:
+    # Regression: the wire entry of a subscribe that failed stayed in the feed's state, and
+    # the next reconnect replayed it, raised KeyError and ended the whole block.
+    Bogus = type("Bogus", (Quote,), {"EVENT_TYPE": "Bogus"})
+    async with open_dxlink(server.url, reconnect=FAST) as feed:
+        with pytest.raises(TypeError, match="not a registered event type"):
+            async with feed.subscribe(Bogus, ["SPY"]):
+                pass
+        assert feed.statistics().subscriptions == 0
+        async with feed.subscribe(Quote, ["SPY"]) as rx:
+            await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
+            server.drop_all()
+            await until(server, lambda: any(c.id > 1 and c.authorized for c in server.live))
+            await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
+            server.publish(Quote("SPY", bid_price=1.0))
+            with trio.fail_after(10):
+                assert (await rx.receive()).bid_price == 1.0
+
+
+async def test_replay_after_reconnect_uses_the_earliest_from_time_held(
+    server: DXLinkServer,
+) -> None:
+    symbol = "AAPL{=5m}"
+    async with (
+        open_dxlink(server.url, reconnect=FAST) as feed,
+        feed.subscribe(Candle, [symbol], from_time=1_000),
+    ):
+        async with feed.subscribe(Candle, [symbol], from_time=5_000):
+            await until(server, lambda: wanted_from(server) == 5_000)
+        server.drop_all()
+        await until(server, lambda: any(c.id > 1 and c.authorized for c in server.live))
+        await until(server, lambda: wanted_from(server) is not None)
+        assert wanted_from(server) == 1_000
+
+
+def wanted_from(server: DXLinkServer) -> int | None:
+    """The fromTime the newest live connection holds for Candle AAPL{=5m}."""
+    for conn in reversed(server.live):
+        for channel in conn.channels.values():
+            entry = channel.subscriptions.get(("Candle", "AAPL{=5m}", None))
+            if entry is not None:
+                return entry.from_time
+    return None

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from trio_dxlink import Overflow, Quote, open_dxlink
 from trio_dxlink._accel import speedups
-from trio_dxlink._router import _py_fan_out, _py_route
 from trio_dxlink._codec import Kind, _c_row_decoder, _py_row_decoder, field_kinds
 from trio_dxlink._exceptions import RemoteProtocolError
+from trio_dxlink._router import _py_fan_out, _py_route
 from trio_dxlink._subscription import _CANCEL_CHECK_MASK, _PyCursor
 from trio_dxlink.events import EVENT_TYPES, Event
 from trio_dxlink.testing import DXLinkServer

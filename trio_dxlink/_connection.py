@@ -430,7 +430,10 @@ class ClientConnection:
         channel = self._live_channel(channel_id)
         entries = list(entries)
         for entry in entries:
-            event_class(entry.type)  # raises KeyError for unknown types, before any change
+            try:
+                event_class(entry.type)  # unknown types are refused before any change
+            except KeyError as exc:
+                raise LocalProtocolError(f"cannot subscribe: {exc.args[0]}") from None
         new = []
         for entry in entries:
             if channel.subscriptions.get(entry.key) != entry:
@@ -478,6 +481,8 @@ class ClientConnection:
             return [self._skipped(None, None, 0, str(exc))]
         try:
             if obj["type"] == "FEED_DATA":
+                if (self.state, m.FeedData) not in _HANDLERS:
+                    raise RemoteProtocolError(f"unexpected FEED_DATA in state {self.state.value}")
                 data = obj.get("data")
                 if data.__class__ is not list:
                     self.statistics.malformed_messages += 1
@@ -877,6 +882,7 @@ for _state in (_S.SETUP, _S.AUTHENTICATING, _S.AUTHORIZED):
     _HANDLERS[_state, m.AuthState] = ClientConnection._on_auth_state
     _HANDLERS[_state, m.Error] = ClientConnection._on_error
 for _message, _handler in (
+    (m.FeedData, lambda conn, msg: conn._on_feed_data(msg.channel, msg.data)),
     (m.ChannelOpened, ClientConnection._on_channel_opened),
     (m.ChannelClosed, ClientConnection._on_channel_closed),
     (m.FeedConfig, ClientConnection._on_feed_config),
