@@ -23,6 +23,7 @@ from trio_dxlink import (
     Quote,
     QuoteToken,
     ReconnectPolicy,
+    SubscriptionClosedError,
     Trade,
     open_dxlink,
 )
@@ -239,3 +240,44 @@ def wanted_from(server: DXLinkServer) -> int | None:
             if entry is not None:
                 return entry.from_time
     return None
+
+
+# --- handles are trio receive channels (issue 10) ---
+
+
+async def total_bid(channel: trio.abc.ReceiveChannel[Quote], count: int) -> float:
+    """A helper written for trio memory channels: it knows nothing of trio_dxlink."""
+    total = 0.0
+    async with channel:
+        async for quote in channel:
+            total += quote.bid_price
+            count -= 1
+            if count == 0:
+                break
+    return total
+
+
+async def test_a_handle_is_a_trio_receive_channel(server: DXLinkServer) -> None:
+    send, receive = trio.open_memory_channel[Quote](10)
+    for bid in (1.0, 2.0):
+        send.send_nowait(Quote("SPY", bid_price=bid))
+    assert await total_bid(receive, 2) == 3.0  # the helper works on a memory channel ...
+    async with open_dxlink(server.url) as feed:
+        rx = feed.subscribe(Quote, ["SPY", "QQQ"], overflow=Overflow.LOSSLESS)
+        assert isinstance(rx, trio.abc.ReceiveChannel)
+        async with rx:
+            with pytest.raises(trio.WouldBlock):
+                rx.receive_nowait()
+            await until(server, lambda: ("Quote", "QQQ") in server.subscriptions())
+            server.publish(Quote("SPY", bid_price=1.5), Quote("QQQ", bid_price=2.5))
+            with trio.fail_after(10):
+                first = await rx.receive()
+            assert rx.receive_nowait().bid_price == 2.5
+            assert first.bid_price == 1.5
+            server.publish(Quote("SPY", bid_price=3.0), Quote("QQQ", bid_price=4.0))
+            with trio.fail_after(10):
+                assert await total_bid(rx, 2) == 7.0  # ... and on a handle
+        with pytest.raises(SubscriptionClosedError):
+            rx.receive_nowait()  # the helper's `async with` closed the handle
+        with pytest.raises(AttributeError):
+            rx.overflow = Overflow.LATEST  # type: ignore[misc]

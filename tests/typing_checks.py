@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import trio
 from typing_extensions import assert_type
 
 from trio_dxlink import Candle, DXLinkFeed, Quote, Subscription
@@ -25,3 +26,10 @@ async def subscription_types(feed: DXLinkFeed) -> None:
             assert_type(candle.close, float)
             assert_type(candle.snapshot_end, bool)
     assert_type(await feed.get_event(Quote, "SPY"), Quote)
+
+
+async def handles_are_receive_channels(feed: DXLinkFeed) -> None:
+    async with feed.subscribe(Quote, ["SPY"]) as rx:
+        channel: trio.abc.ReceiveChannel[Quote] = rx
+        assert_type(await channel.receive(), Quote)
+        assert_type(rx.receive_nowait(), Quote)

@@ -137,7 +137,7 @@ class SubscriptionStatistics:
     skipped: int = 0
 
 
-class Subscription(Generic[E]):
+class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
     """A scoped subscription to one event type for a set of symbols.
 
     Create it with :meth:`DXLinkFeed.subscribe`; use it as ``async with feed.subscribe(...) as
@@ -165,9 +165,9 @@ class Subscription(Generic[E]):
         self._feed = feed
         self.event_type = event_type
         self.from_time = from_time
-        self.source = source
-        self.overflow = overflow
-        self.max_buffer = max_buffer
+        self._source = source
+        self._overflow = overflow
+        self._max_buffer = max_buffer
         self.notify_gaps = notify_gaps
         self._gap_pending: DataGapError | None = None
         self._symbols: dict[str, None] = dict.fromkeys(_check_symbols(symbols))
@@ -194,16 +194,35 @@ class Subscription(Generic[E]):
         state = "closed" if self._closed else ("open" if self._attached else "new")
         return (
             f"<Subscription {self.event_type.__name__} {len(self._symbols)} symbols"
-            f" {self.overflow.value} {state}>"
+            f" {self._overflow.value} {state}>"
         )
+
+    @property
+    def overflow(self) -> Overflow:
+        """What this handle does when its consumer falls behind."""
+        return self._overflow
+
+    @property
+    def max_buffer(self) -> int:
+        """The bound on buffered events."""
+        return self._max_buffer
+
+    @property
+    def source(self) -> str | None:
+        """The order source this handle filters on (order-book events), if any."""
+        return self._source
 
     # --- scope ---
 
     async def __aenter__(self) -> Self:
-        if self._attached or self._closed:
-            raise SubscriptionClosedError("a subscription can be entered only once")
-        self._feed._attach(self)
-        self._attached = True
+        """Attach to the feed (subscribe). Entering an open handle again (as code written for
+        trio channels does, ``async with channel:``) just returns it; leaving any of the
+        blocks closes it, as it closes a trio channel."""
+        if self._closed:
+            raise SubscriptionClosedError("a closed subscription cannot be entered again")
+        if not self._attached:
+            self._feed._attach(self)
+            self._attached = True
         await trio.lowlevel.checkpoint()
         return self
 
@@ -214,6 +233,11 @@ class Subscription(Generic[E]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    async def aclose(self) -> None:
+        """Close the handle (as :meth:`close`), as a trio channel closes. Idempotent."""
+        self.close()
+        await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
         """Detach from the feed (unsubscribing what no other handle needs). Idempotent."""
@@ -250,9 +274,10 @@ class Subscription(Generic[E]):
 
     # --- consuming ---
 
-    def __aiter__(self) -> AsyncIterator[E]:
+    def __aiter__(self) -> AsyncIterator[E]:  # type: ignore[override]
         # Iteration state lives in the cursor, so `async for` never goes through a coroutine
-        # of ours per event when the C speedups are built.
+        # of ours per event when the C speedups are built. (trio's channels return self; the
+        # cursor iterates exactly what self would.)
         return self._cursor  # type: ignore[no-any-return]
 
     async def __anext__(self) -> E:
@@ -297,6 +322,33 @@ class Subscription(Generic[E]):
         cursor.pos = pos + 1
         return cursor.ready[pos]  # type: ignore[no-any-return]
 
+    def receive_nowait(self) -> E:
+        """The next event if one is buffered, as a trio memory channel's ``receive_nowait``.
+
+        Raises:
+            trio.WouldBlock: no event is buffered now.
+            SubscriptionClosedError, SlowConsumerError, DataGapError, ...: as :meth:`receive`.
+        """
+        cursor = self._cursor
+        pos = cursor.pos
+        if pos >= len(cursor.ready):
+            while self._pending():
+                batch = self._take()  # may raise DataGapError
+                if batch:
+                    cursor.ready, cursor.pos = batch, 0
+                    break
+            else:
+                if self._error is not None:
+                    raise self._error.with_traceback(None)
+                if self._closed:
+                    raise SubscriptionClosedError(
+                        f"{self.event_type.__name__} subscription is closed"
+                    )
+                raise trio.WouldBlock
+            pos = 0
+        cursor.pos = pos + 1
+        return cursor.ready[pos]  # type: ignore[no-any-return]
+
     async def receive_batch(self) -> list[E]:
         """Every event available now, in arrival order (waits until there is at least one)."""
         cursor = self._cursor
@@ -336,14 +388,14 @@ class Subscription(Generic[E]):
             return
         n = len(events)
         self._received += n
-        policy = self.overflow
+        policy = self._overflow
         if policy is Overflow.LATEST:
             latest = self._latest
             before = len(latest)
             keys = map(_SYMBOL, events) if symbols is None else symbols
             # Conflation is naturally bounded by the symbols subscribed; max_buffer only
             # bounds what a wildcard ("*") handle may collect.
-            limit = max(self.max_buffer, len(self._symbols))
+            limit = max(self._max_buffer, len(self._symbols))
             if before + n <= limit:
                 latest.update(zip(keys, events, strict=True))
             else:
@@ -358,12 +410,12 @@ class Subscription(Generic[E]):
                 del latest[next(iter(latest))]
                 self._dropped += 1
         elif policy is Overflow.LOSSLESS:
-            if self._count + n > self.max_buffer:
+            if self._count + n > self._max_buffer:
                 self._dropped += n
                 self._fail(
                     SlowConsumerError(
                         f"{self.event_type.__name__} subscription fell behind: its buffer of"
-                        f" {self.max_buffer} events was full"
+                        f" {self._max_buffer} events was full"
                     )
                 )
                 return
@@ -371,7 +423,7 @@ class Subscription(Generic[E]):
             self._count += n
         else:
             ring = self._ring
-            overflow = len(ring) + n - self.max_buffer
+            overflow = len(ring) + n - self._max_buffer
             if overflow > 0:
                 self._dropped += overflow
             ring.extend(events)
@@ -400,21 +452,21 @@ class Subscription(Generic[E]):
 
     def _notify_gap(self, error: DataGapError) -> None:
         if self.notify_gaps and self._error is None and not self._closed:
-            if self.overflow is Overflow.LOSSLESS:
+            if self._overflow is Overflow.LOSSLESS:
                 self._batches.append(error)  # raised in stream order, after what came before
             elif self._gap_pending is None:
                 self._gap_pending = error
             self._lot.unpark_all()
 
     def _buffered(self) -> int:
-        if self.overflow is Overflow.LATEST:
+        if self._overflow is Overflow.LATEST:
             return len(self._latest)
-        if self.overflow is Overflow.LOSSLESS:
+        if self._overflow is Overflow.LOSSLESS:
             return self._count
         return len(self._ring)
 
     def _take(self) -> list[E]:
-        policy = self.overflow
+        policy = self._overflow
         gap = self._gap_pending
         if gap is not None:
             self._gap_pending = None
@@ -443,7 +495,7 @@ class Subscription(Generic[E]):
         """Whether :meth:`_take` has something to hand over (events, or a gap to raise)."""
         if self._gap_pending is not None:
             return True
-        policy = self.overflow
+        policy = self._overflow
         if policy is Overflow.LOSSLESS:
             return bool(self._batches)
         if policy is Overflow.LATEST:
