@@ -379,3 +379,13 @@ def test_encode_compact_layout() -> None:
     values = encode_compact(events, ("eventType", "eventSymbol", "bidPrice", "bogus"))
     assert values == ["Quote", "A", 1.0, None, "Quote", "B", "NaN", None]
     assert encode_compact([], ("eventSymbol",)) == []
+
+
+def test_generated_decoders_show_their_source_in_tracebacks() -> None:
+    import linecache
+
+    from trio_dxlink._codec import _py_row_decoder
+
+    decoder = _py_row_decoder(Quote, ("eventSymbol", "bidPrice"))
+    filename = decoder.__code__.co_filename
+    assert linecache.getline(filename, 1) == "def decode(values):\n"

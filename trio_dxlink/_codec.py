@@ -28,6 +28,8 @@ type, field and value.
 from __future__ import annotations
 
 import enum
+import itertools
+import linecache
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -303,6 +305,8 @@ def _make_rows_hook(t: type[CompactRows]) -> Callable[[Any, type], list[Event]]:
 converter.register_structure_hook_factory(_is_rows_type, _make_rows_hook)
 
 _MAX_LAYOUTS = 1024
+_DECODER_IDS = itertools.count(1)
+_SOURCES: list[str] = []  # the linecache entries of the generated decoders
 _DECODERS: dict[tuple[type[Event], tuple[str, ...]], RowDecoder] = {}
 
 
@@ -315,17 +319,19 @@ def rows_type(cls: type[Event], layout: tuple[str, ...]) -> type[CompactRows]:
 def compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
     """The COMPACT decoder for ``cls`` rows laid out as ``layout``, from the converter's hook.
 
-    Decoders are cached per (class, layout); a server that keeps inventing layouts cannot grow
-    the cache (or the converter's) without bound.
+    Decoders are cached here per (class, layout), in a bounded cache; the converter is asked
+    not to cache the hook of each layout's one-off type, so a server that keeps inventing
+    layouts cannot grow either without bound.
     """
     key = (cls, layout)
     decoder = _DECODERS.get(key)
     if decoder is None:
         if len(_DECODERS) >= _MAX_LAYOUTS:
             _DECODERS.clear()
-            converter._structure_func.clear_cache()
+            while _SOURCES:
+                linecache.cache.pop(_SOURCES.pop(), None)
         t = rows_type(cls, layout)
-        hook = converter.get_structure_hook(t)
+        hook = converter.get_structure_hook(t, cache_result=False)
 
         def decoder(values: list[Any], _hook: Any = hook, _t: Any = t) -> list[Event]:
             return _hook(values, _t)  # type: ignore[no-any-return]
@@ -434,7 +440,11 @@ def _py_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecoder:
             "    return out",
         ]
     )
-    exec(compile(src, f"<trio_dxlink row decoder {cls.EVENT_TYPE}>", "exec"), ns)
+    filename = f"<trio_dxlink row decoder {cls.EVENT_TYPE} {next(_DECODER_IDS)}>"
+    # Registered with linecache, so a traceback through the decoder shows its source.
+    linecache.cache[filename] = (len(src), None, src.splitlines(keepends=True), filename)
+    _SOURCES.append(filename)
+    exec(compile(src, filename, "exec"), ns)
     decoder: RowDecoder = ns["decode"]
     return decoder
 
