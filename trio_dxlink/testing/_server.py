@@ -17,7 +17,11 @@ server does (protocol reference §2-§4, §6.7 and §10):
   TIMEOUT and a close when the client has been silent for the server's own keepaliveTimeout;
 * ERROR INVALID_MESSAGE for a frame that is not a JSON object with ``type`` and ``channel``;
   ERROR BAD_ACTION for a message that is out of order, has fields of the wrong shape, or is one
-  only a server sends; WebSocket close 1009 for a frame above ``max_message_size``.
+  only a server sends; WebSocket close 1009 for a frame above ``max_message_size``;
+* nothing one client sends stops the server: error texts describe wire values in a bounded way
+  (a value nested 1,000 levels deep is fine), and a message the server fails to handle (say,
+  CHANNEL_REQUEST parameters too deep to echo back) gets ERROR UNKNOWN and close 1011 for that
+  client only.
 
 What gets sent, and when: events reach a channel when (type, symbol[, source]) is subscribed
 there (``"*"`` matches every symbol). On subscription the channel gets the current value of a
@@ -120,6 +124,7 @@ _WS_MESSAGE_QUEUE = 64  # trio-websocket's own inbound queue; our reader drains 
 _HANDSHAKE_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
 _DATA_FORMATS = ("FULL", "COMPACT")
+_MAX_TIME_MS = (2**31 - 1) * 1000  # the last time a time-series index can hold
 _KEEPALIVE_FRAME = encode(Keepalive())
 
 SubscriptionKey: TypeAlias = tuple[str, str, "str | None"]
@@ -357,16 +362,23 @@ class ServerConnection:
     # --- tasks ---
 
     async def _run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._cancel_scope = nursery.cancel_scope
-            nursery.start_soon(self._writer)
-            await self._reader()
-            if self._close_done is not None:
-                # We started a close handshake: let it finish (it closes the socket after).
-                with trio.move_on_after(_CLOSE_TIMEOUT):
-                    await self._close_done.wait()
-            nursery.cancel_scope.cancel()
+        """Serve this client until it goes. Nothing it does may take the server down: an
+        exception out of its tasks (a bug) is logged and costs this connection only."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._writer)
+                await self._reader()
+                if self._close_done is not None:
+                    # We started a close handshake: let it finish (it closes the socket after).
+                    with trio.move_on_after(_CLOSE_TIMEOUT):
+                        await self._close_done.wait()
+                nursery.cancel_scope.cancel()
+        except Exception:
+            log.exception("connection %d failed; dropping it", self.id)
+            if self.close_code is None:
+                self.close_code = 1006
 
     async def _reader(self) -> None:
         server = self._server
@@ -554,24 +566,42 @@ class ServerConnection:
     def _on_frame(self, frame: str | bytes) -> None:
         if self._closing:
             return
-        server = self._server
+        try:
+            self._handle_frame(frame)
+        except Exception as exc:
+            # Whatever one client's frame does to us (a value too deep to echo back, a bug) must
+            # cost that client only: tell it, close it, and keep serving the others.
+            log.warning(
+                "connection %d: failed on a %d-character message; closing it",
+                self.id,
+                len(frame),
+                exc_info=True,
+            )
+            reason = f"the server failed on this message ({type(exc).__name__})"
+            self._send(Error("UNKNOWN", reason))
+            self._close_after(1011, "server error")
+        finally:
+            self._server._notify()
+
+    def _handle_frame(self, frame: str | bytes) -> None:
         try:
             obj = parse_json(frame)
         except RemoteProtocolError as exc:
             # Not the text: it may quote the frame, and a frame may hold a token.
             log.debug("connection %d: invalid %d-character message", self.id, len(frame))
             self._send(Error("INVALID_MESSAGE", str(exc)))
-            server._notify()
             return
         try:
             message = from_wire(obj)
         except RemoteProtocolError as exc:
             self._bad_action(obj["channel"], str(exc))  # a known message with bad fields
-            server._notify()
             return
         self.received.append(message)
-        server.received.append((self.id, message))
-        log.debug("connection %d received %r", self.id, message)
+        self._server.received.append((self.id, message))
+        # Not the message itself: its repr is unbounded (and fails on deeply nested values).
+        log.debug(
+            "connection %d received %s on channel %d", self.id, _kind(message), obj["channel"]
+        )
         if self.setup is None and not isinstance(message, Setup):
             self._bad_action(message.channel, f"SETUP must come first, not {_kind(message)}")
         else:
@@ -580,7 +610,6 @@ class ServerConnection:
                 self._bad_action(message.channel, f"a client may not send {_kind(message)}")
             else:
                 handler(self, message)
-        server._notify()
 
     def _bad_action(self, channel: int, text: str) -> None:
         log.debug("connection %d: BAD_ACTION on channel %d: %s", self.id, channel, text)
@@ -892,6 +921,8 @@ class DXLinkServer:
 
     def _snapshot(self, cls: type[Event], symbol: str, from_time: int) -> list[Event]:
         """The history snapshot of a time-series subscription, newest first, flagged (§6.7)."""
+        # Any 64-bit fromTime may arrive; an index holds 32-bit seconds (§6.7), so clamp it.
+        from_time = min(max(from_time, 0), _MAX_TIME_MS)
         market = self.market
         name = cls.EVENT_TYPE
         limit = self.config.max_snapshot_events

@@ -1,0 +1,149 @@
+"""Issue 9 on the server's side: nothing one client sends may kill the local server, the server
+keeps only what it needs, and its fault switches announce what they are told to.
+
+Clients here are raw trio-websocket (or wsproto) connections speaking JSON by hand, as in
+``test_server.py``; synchronisation is by protocol messages and ``server.wait_for``.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import trio
+
+from trio_dxlink import Quote, open_dxlink
+from trio_dxlink.testing import DXLinkServer, open_dxlink_server
+
+from .conftest import pinned_market, start_serve
+from .test_server import connect
+
+DEPTH = 1000  # orjson parses up to 1,024 levels; repr of a value this deep raises RecursionError
+DEEP = "[" * DEPTH + "]" * DEPTH
+SETUP = {
+    "type": "SETUP",
+    "channel": 0,
+    "version": "0.1-test/1.0",
+    "keepaliveTimeout": 60,
+    "acceptKeepaliveTimeout": 60,
+}
+
+
+def nested(depth: int) -> str:
+    """The JSON text of an array nested ``depth`` levels deep."""
+    return "[" * depth + "]" * depth
+
+
+async def still_serves(server: DXLinkServer) -> None:
+    """Another client still connects, subscribes and gets data."""
+    server.publish(Quote(event_symbol="SPY", bid_price=1.0, ask_price=2.0))
+    with trio.fail_after(10):
+        async with open_dxlink(server.url) as feed:
+            quote = await feed.get_event(Quote, "SPY")
+    assert quote.bid_price == 1.0
+
+
+# --- A: hostile frames cost only their own client ----------------------------------------------
+
+
+async def test_deeply_nested_frames_get_bounded_errors_and_the_server_lives_on() -> None:
+    async with open_dxlink_server(market=pinned_market()) as server:
+        async with connect(server) as client:
+            await client.ws.send_message(DEEP)
+            error = await client.expect("ERROR", error="INVALID_MESSAGE")
+            assert len(error["message"]) < 300
+
+            frame = '{"type":"SETUP","channel":0,"version":' + DEEP + "}"
+            await client.ws.send_message(frame)
+            error = await client.expect("ERROR", error="BAD_ACTION", channel=0)
+            assert error["message"].startswith("malformed SETUP message: expected a string")
+            assert len(error["message"]) < 300
+
+            # The connection itself is still served: the handshake works after all that.
+            await client.handshake()
+            assert not server.connection(1).closed
+        await still_serves(server)
+
+
+async def test_deep_values_in_every_checked_field_get_bad_action() -> None:
+    frames = [
+        '{"type":"CHANNEL_REQUEST","channel":1,"service":' + DEEP + ',"parameters":{}}',
+        '{"type":"FEED_SETUP","channel":1,"acceptEventFields":{"Quote":' + DEEP + "}}",
+        '{"type":"FEED_SUBSCRIPTION","channel":1,"add":[{"type":"Quote","symbol":' + DEEP + "}]}",
+        '{"type":"AUTH","channel":0,"token":' + DEEP + "}",
+        '{"type":"ERROR","channel":0,"error":"X","message":' + DEEP + "}",
+    ]
+    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as client:
+        await client.handshake()
+        await client.open_feed(1)
+        for frame in frames:
+            await client.ws.send_message(frame)
+            error = await client.expect("ERROR", error="BAD_ACTION")
+            assert "[[[[…" in error["message"], error
+            assert len(error["message"]) < 300
+        assert not server.connection(1).closed
+
+
+async def test_a_message_the_server_cannot_answer_closes_that_client_only() -> None:
+    # CHANNEL_OPENED echoes the parameters, and orjson will not write 300 levels: the handler
+    # fails. That client gets ERROR UNKNOWN and close 1011; everyone else is served on.
+    async with open_dxlink_server(market=pinned_market()) as server:
+        async with connect(server) as bystander, connect(server) as client:
+            await bystander.handshake()
+            await client.handshake()
+            await client.ws.send_message(
+                '{"type":"CHANNEL_REQUEST","channel":1,"service":"FEED","parameters":{"x":'
+                + nested(300)
+                + "}}"
+            )
+            error = await client.expect("ERROR", error="UNKNOWN", channel=0)
+            assert "TypeError" in error["message"]
+            assert await client.closed() == 1011
+            await bystander.open_feed(1)
+        await still_serves(server)
+
+
+async def test_any_from_time_is_answered() -> None:
+    # fromTime is any 64-bit integer; an index only holds 32-bit seconds (it used to fail to
+    # encode). Both extremes get a snapshot, clamped to what an index can say.
+    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as client:
+        await client.handshake()
+        await client.open_feed(1, data_format="FULL")
+        for from_time in (2**63 - 1, -(2**63)):
+            entry = {"type": "TimeAndSale", "symbol": "SPY", "fromTime": from_time}
+            await client.subscribe(1, add=[entry])
+            data = await client.expect("FEED_DATA", channel=1)
+            (marker,) = data["data"]
+            assert marker["eventFlags"] & 0x0A == 0x0A  # REMOVE_EVENT | SNAPSHOT_END
+            assert 0 <= marker["time"] < 2**31 * 1000
+            await client.subscribe(1, reset=True)
+        assert not server.connection(1).closed
+
+
+async def test_serve_survives_a_deeply_nested_frame() -> None:
+    async with trio.open_nursery() as nursery:
+        process, url = await start_serve(nursery)
+        host, port = url.removeprefix("ws://").rsplit(":", 1)
+        fake = cast(DXLinkServer, _Address(host, int(port)))
+        with trio.fail_after(30):
+            async with connect(fake) as client:
+                await client.ws.send_message(DEEP)
+                await client.expect("ERROR", error="INVALID_MESSAGE")
+                await client.ws.send_message('{"type":"SETUP","channel":0,"version":' + DEEP + "}")
+                await client.expect("ERROR", error="BAD_ACTION")
+            async with connect(fake) as other:
+                await other.send(SETUP)
+                reply = await other.expect("SETUP")
+                assert reply["version"]
+            async with open_dxlink(url) as feed:
+                quote = await feed.get_event(Quote, "SPY")
+        assert quote.event_symbol == "SPY"
+        assert process.returncode is None
+        process.terminate()
+
+
+class _Address:
+    """What ``connect`` reads from a server: where it listens (here, a subprocess)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
