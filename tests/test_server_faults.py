@@ -7,12 +7,15 @@ Clients here are raw trio-websocket (or wsproto) connections speaking JSON by ha
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
+import pytest
 import trio
+import trio.testing
 
 from trio_dxlink import Quote, open_dxlink
-from trio_dxlink.testing import DXLinkServer, open_dxlink_server
+from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
 from .conftest import pinned_market, start_serve
 from .test_server import connect
@@ -147,3 +150,57 @@ class _Address:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
+
+
+# --- B: announcing any keepaliveTimeout ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("announced", "on_the_wire"),
+    [
+        (-1, -1),
+        (0, 0),
+        (0.0, 0.0),
+        (0.0001, 0.0001),
+        (1e9, 1e9),
+        (2**70, float(2**70)),
+        (math.nan, "NaN"),
+        (math.inf, "Infinity"),
+        (-math.inf, "-Infinity"),
+    ],
+)
+async def test_setup_announces_the_keepalive_timeout_it_is_given(
+    announced: float, on_the_wire: object
+) -> None:
+    config = ServerConfig(announce_keepalive_timeout=announced)
+    async with open_dxlink_server(config=config) as server, connect(server) as client:
+        await client.send(SETUP)
+        reply = await client.expect("SETUP", channel=0)
+        assert reply["keepaliveTimeout"] == on_the_wire
+        assert type(reply["keepaliveTimeout"]) is type(on_the_wire)
+        assert reply["acceptKeepaliveTimeout"] == 60
+        await client.expect("AUTH_STATE", state="AUTHORIZED")
+
+
+async def test_the_announced_keepalive_timeout_does_not_drive_the_servers_timer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = ServerConfig(keepalive_timeout=30, announce_keepalive_timeout=0.0001)
+    async with open_dxlink_server(config=config) as server, connect(server) as client:
+        client.guard = 100
+        await client.send(SETUP)
+        assert (await client.expect("SETUP"))["keepaliveTimeout"] == 0.0001
+        await client.expect("AUTH_STATE")
+        start = trio.current_time()
+        error = await client.recv()  # silent client: the server's real timer (30 s) runs out
+        assert (error["type"], error["error"]) == ("ERROR", "TIMEOUT")
+        assert trio.current_time() - start == pytest.approx(30, abs=0.5)
+        assert await client.closed() == 1000
+
+
+def test_announce_keepalive_timeout_must_be_a_number() -> None:
+    with pytest.raises(TypeError, match="announce_keepalive_timeout"):
+        ServerConfig(announce_keepalive_timeout="60")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="announce_keepalive_timeout"):
+        ServerConfig(announce_keepalive_timeout=True)
+    assert ServerConfig().announce_keepalive_timeout is None

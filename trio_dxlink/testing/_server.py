@@ -14,7 +14,9 @@ server does (protocol reference §2-§4, §6.7 and §10):
   the first FEED_DATA of a type (always by default; with ``event_fields_in_config=False`` only
   when the client never chose that type's fields);
 * KEEPALIVE when the server has sent nothing for half the client's keepaliveTimeout; ERROR
-  TIMEOUT and a close when the client has been silent for the server's own keepaliveTimeout;
+  TIMEOUT and a close when the client has been silent for the server's own keepaliveTimeout
+  (``announce_keepalive_timeout`` makes SETUP announce any other value, even a nonsensical one,
+  without changing that timer);
 * ERROR INVALID_MESSAGE for a frame that is not a JSON object with ``type`` and ``channel``;
   ERROR BAD_ACTION for a message that is out of order, has fields of the wrong shape, or is one
   only a server sends; WebSocket close 1009 for a frame above ``max_message_size``;
@@ -49,6 +51,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, cast
 
 import attrs
+import orjson
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -79,6 +82,7 @@ from .._messages import (
     encode,
     from_wire,
     parse_json,
+    to_wire,
 )
 from .._util import unwrap_group
 from ..events import (
@@ -136,6 +140,22 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
+def _number_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise TypeError(f"{attribute.name} must be a number or None, got {value!r}")
+
+
+def _json_double(value: float) -> float | str:
+    """A number as DXLink writes a JSONDouble: non-finite values as strings (§1)."""
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else float(value)  # what orjson can write
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
 def _data_format(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and value not in _DATA_FORMATS:
         raise ValueError(f"{attribute.name} must be one of {_DATA_FORMATS} or None, got {value!r}")
@@ -149,7 +169,12 @@ class ServerConfig:
         token: the token AUTH must present; ``None`` authorizes at once (like the public demo).
         user_id: the ``userId`` sent with AUTH_STATE AUTHORIZED.
         keepalive_timeout: seconds of client silence before ERROR TIMEOUT and a close; also
-            advertised in the server's SETUP.
+            advertised in the server's SETUP (unless ``announce_keepalive_timeout`` is set).
+        announce_keepalive_timeout: a fault switch: the ``keepaliveTimeout`` the server's SETUP
+            announces instead of ``keepalive_timeout``, whatever it is (-1, 0, 1e-4, 1e9, NaN,
+            ...); NaN and infinities go out as the strings ``"NaN"``, ``"Infinity"`` and
+            ``"-Infinity"``, as DXLink writes such numbers. The server's own timer still uses
+            ``keepalive_timeout``.
         accept_keepalive_timeout: the ``acceptKeepaliveTimeout`` advertised in SETUP.
         max_message_size: a client frame longer than this gets WebSocket close 1009.
         simulate: make up initial values, history and periodic updates from the market.
@@ -170,6 +195,7 @@ class ServerConfig:
     token: str | None = attrs.field(default=None, repr=False)
     user_id: str = "local-user"
     keepalive_timeout: float = attrs.field(default=60, validator=_positive)
+    announce_keepalive_timeout: float | None = attrs.field(default=None, validator=_number_or_none)
     accept_keepalive_timeout: float = attrs.field(default=60, validator=_positive)
     max_message_size: int = attrs.field(default=2**20, validator=_positive)
     simulate: bool = False
@@ -625,13 +651,18 @@ class ServerConnection:
         config = self._server.config
         first = self.setup is None
         self.setup = message
-        self._send(
-            Setup(
-                version=config.version,
-                keepalive_timeout=config.keepalive_timeout,
-                accept_keepalive_timeout=config.accept_keepalive_timeout,
-            )
+        reply = Setup(
+            version=config.version,
+            keepalive_timeout=config.keepalive_timeout,
+            accept_keepalive_timeout=config.accept_keepalive_timeout,
         )
+        announced = config.announce_keepalive_timeout
+        if announced is None:
+            self._send(reply)
+        else:
+            obj = to_wire(reply)
+            obj["keepaliveTimeout"] = _json_double(announced)
+            self._enqueue(orjson.dumps(obj).decode())
         if not first:
             return
         if config.token is None:
