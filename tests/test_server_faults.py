@@ -8,17 +8,21 @@ Clients here are raw trio-websocket (or wsproto) connections speaking JSON by ha
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import cast
 
 import pytest
 import trio
 import trio.testing
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
 
 from trio_dxlink import Quote, open_dxlink
 from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
 from .conftest import pinned_market, start_serve
-from .test_server import connect
+from .test_server import connect, until
 
 DEPTH = 1000  # orjson parses up to 1,024 levels; repr of a value this deep raises RecursionError
 DEEP = "[" * DEPTH + "]" * DEPTH
@@ -204,3 +208,111 @@ def test_announce_keepalive_timeout_must_be_a_number() -> None:
     with pytest.raises(TypeError, match="announce_keepalive_timeout"):
         ServerConfig(announce_keepalive_timeout=True)
     assert ServerConfig().announce_keepalive_timeout is None
+
+
+# --- C: the server keeps only what it needs -----------------------------------------------------
+
+
+async def test_closed_connections_are_forgotten() -> None:
+    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as stayer:
+        await stayer.handshake()
+        first = server.live[0]
+        for _ in range(20):
+            async with connect(server) as client:
+                await client.handshake()
+                await client.open_feed(1)
+            await until(server, lambda: len(server.live) == 1)
+        assert server.connections == [first]
+        assert len(server.received) == len(first.received) == 1  # the stayer's SETUP
+        assert {conn_id for conn_id, _ in server.received} == {first.id}
+        with pytest.raises(KeyError, match="no connection 2"):
+            server.connection(2)
+
+
+async def test_closed_connections_are_kept_on_request() -> None:
+    config = ServerConfig(keep_closed_connections=True)
+    async with open_dxlink_server(config=config, market=pinned_market()) as server:
+        for _ in range(3):
+            async with connect(server) as client:
+                await client.handshake()
+            await until(server, lambda: not server.live)
+        assert [conn.id for conn in server.connections] == [1, 2, 3]
+        assert all(conn.closed and conn.close_code == 1000 for conn in server.connections)
+        assert [conn_id for conn_id, _ in server.received] == [1, 2, 3]
+        assert server.connection(2).setup is not None
+
+
+@asynccontextmanager
+async def raw_websocket(
+    server: DXLinkServer,
+) -> AsyncIterator[tuple[trio.SocketStream, WSConnection]]:
+    """A bare wsproto client, so a test can send part of a frame and stop."""
+    stream = await trio.open_tcp_stream(server.host, server.port)
+    try:
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(ws.send(Request(host=server.host, target="/")))
+        await next_event(stream, ws, AcceptConnection)
+        yield stream, ws
+    finally:
+        await stream.aclose()
+
+
+async def next_event(stream: trio.SocketStream, ws: WSConnection, kind: type[Event]) -> Event:
+    with trio.fail_after(10):
+        while True:
+            for event in ws.events():
+                if isinstance(event, kind):
+                    return event
+            data = await stream.receive_some(65536)
+            assert data, f"the server closed the socket before sending {kind.__name__}"
+            ws.receive_data(data)
+
+
+def frame_head(ws: WSConnection, declared: int, sent: int) -> bytes:
+    """The first ``sent`` payload bytes of a text frame that says it holds ``declared``."""
+    frame = ws.send(TextMessage(data="x" * declared))
+    header = len(frame) - declared
+    return frame[: header + sent]
+
+
+async def test_an_oversized_frame_is_refused_as_it_arrives() -> None:
+    # A frame that says it holds 5 MB: the server closes with 1009 once it has 1 MiB + 1 byte of
+    # it, without waiting for (and buffering) the rest, which this client never sends.
+    limit = 2**20
+    config = ServerConfig(max_message_size=limit, keep_closed_connections=True)
+    async with open_dxlink_server(config=config) as server:
+        async with raw_websocket(server) as (stream, ws):
+            await stream.send_all(frame_head(ws, 5_000_000, limit + 1))
+            close = await next_event(stream, ws, CloseConnection)
+            assert isinstance(close, CloseConnection)
+            assert close.code == 1009
+        await until(server, lambda: not server.live)
+        assert server.connection(1).close_code == 1009
+
+
+async def test_a_frame_at_the_limit_is_read() -> None:
+    config = ServerConfig(max_message_size=1000)
+    async with open_dxlink_server(config=config) as server, connect(server) as client:
+        await client.handshake()
+        pad = "x" * (1000 - len('{"type":"KEEPALIVE","channel":0,"pad":""}'))
+        await client.ws.send_message('{"type":"KEEPALIVE","channel":0,"pad":"' + pad + '"}')
+        await until(server, lambda: len(server.received) == 2)
+        assert not server.live[0].closed
+
+
+async def test_set_max_message_size_applies_to_live_and_new_connections() -> None:
+    async with open_dxlink_server() as server:
+        async with raw_websocket(server) as (stream, ws):
+            await until(server, lambda: len(server.live) == 1)
+            server.set_max_message_size(10_000)
+            await stream.send_all(frame_head(ws, 100_000, 10_001))
+            close = await next_event(stream, ws, CloseConnection)
+            assert isinstance(close, CloseConnection)
+            assert close.code == 1009
+        async with raw_websocket(server) as (stream, ws):
+            await stream.send_all(frame_head(ws, 100_000, 10_001))
+            close = await next_event(stream, ws, CloseConnection)
+            assert isinstance(close, CloseConnection)
+            assert close.code == 1009
+        server.set_max_message_size(2**27)  # no ceiling beyond the one given
+        assert server.max_message_size == 2**27

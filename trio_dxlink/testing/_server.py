@@ -19,7 +19,8 @@ server does (protocol reference §2-§4, §6.7 and §10):
   without changing that timer);
 * ERROR INVALID_MESSAGE for a frame that is not a JSON object with ``type`` and ``channel``;
   ERROR BAD_ACTION for a message that is out of order, has fields of the wrong shape, or is one
-  only a server sends; WebSocket close 1009 for a frame above ``max_message_size``;
+  only a server sends; WebSocket close 1009 for a frame above ``max_message_size``, as soon as
+  that much of it has arrived;
 * nothing one client sends stops the server: error texts describe wire values in a bounded way
   (a value nested 1,000 levels deep is fine), and a message the server fails to handle (say,
   CHANNEL_REQUEST parameters too deep to echo back) gets ERROR UNKNOWN and close 1011 for that
@@ -33,6 +34,9 @@ flagged as §6.7 says. With ``simulate=False`` (the default) the market only kno
 published, so nothing flows unprompted; with ``simulate=True`` the market also makes up initial
 values, candle history and an update per subscribed (type, symbol) every ``update_interval``.
 Events are not conflated: ``aggregationPeriod`` is echoed, not applied.
+
+The server holds only what it needs: a closed connection is forgotten, with its messages, unless
+``ServerConfig(keep_closed_connections=True)`` asks to keep it for inspection.
 
 Every timer runs on ``trio.current_time()``, so ``MockClock``/``autojump_clock`` tests work;
 event timestamps come from the market's wall clock.
@@ -176,7 +180,8 @@ class ServerConfig:
             ``"-Infinity"``, as DXLink writes such numbers. The server's own timer still uses
             ``keepalive_timeout``.
         accept_keepalive_timeout: the ``acceptKeepaliveTimeout`` advertised in SETUP.
-        max_message_size: a client frame longer than this gets WebSocket close 1009.
+        max_message_size: a client frame longer than this gets WebSocket close 1009, as soon as
+            that much of it has arrived (the server never holds more of a frame than this).
         simulate: make up initial values, history and periodic updates from the market.
         update_interval: seconds between simulated updates.
         event_fields_in_config: announce ``eventFields`` for a type in a FEED_CONFIG just before
@@ -190,6 +195,10 @@ class ServerConfig:
         queue_size: frames that may wait for a slow client before it is dropped.
         max_events_per_message: events per COMPACT pair (or FULL message).
         max_snapshot_events: history events per snapshot; beyond, the snapshot is snipped.
+        keep_closed_connections: keep closed connections (and their messages) in
+            :attr:`DXLinkServer.connections` and :attr:`DXLinkServer.received` for tests to
+            inspect. Off by default: a closed connection is forgotten, so a long-running server
+            holds only what its live connections need.
     """
 
     token: str | None = attrs.field(default=None, repr=False)
@@ -207,6 +216,7 @@ class ServerConfig:
     queue_size: int = attrs.field(default=1024, validator=_positive)
     max_events_per_message: int = attrs.field(default=100, validator=_positive)
     max_snapshot_events: int = attrs.field(default=1000, validator=_positive)
+    keep_closed_connections: bool = False
 
 
 @attrs.define
@@ -370,6 +380,7 @@ class ServerConnection:
         self._server = server
         self._ws = ws
         self._stream = stream
+        _limit_frames(ws, server.max_message_size)
         self._closing = False
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[_Outgoing](
             server.config.queue_size
@@ -506,6 +517,7 @@ class ServerConnection:
         if self._stream is not None:
             self._stream.socket.close()
         log.info("connection %d closed (code %s)", self.id, self.close_code)
+        self._server._forget(self)
         self._server._notify()
 
     # --- sending ---
@@ -810,6 +822,18 @@ _HANDLERS: dict[type[Any], Callable[[ServerConnection, Any], None]] = {
 # --- the server --------------------------------------------------------------------------------
 
 
+def _limit_frames(target: WebSocketConnection | WebSocketServer, size: int) -> None:
+    """Make trio-websocket enforce ``size`` as a frame arrives, not after reading all of it.
+
+    trio-websocket 0.12 keeps the limit in ``_max_message_size`` (a server's, for the
+    connections it accepts; a connection's, checked against each chunk received) and closes
+    with 1009 once a message grows past it. Should a later version drop that attribute, the
+    server's own check on each whole frame (in ``_reader``) still applies.
+    """
+    if hasattr(target, "_max_message_size"):
+        setattr(target, "_max_message_size", size)  # noqa: B010 (a private attribute)
+
+
 def _peer_key(address: object, port: int) -> tuple[str, int]:
     return (str(ipaddress.ip_address(str(address))), port)
 
@@ -849,8 +873,10 @@ class DXLinkServer:
         port: the port it listens on.
         config: its :class:`ServerConfig`.
         market: the :class:`~trio_dxlink.testing.Market` it serves.
-        connections: every connection so far, open or closed, in order.
-        received: every client message as (connection id, message), across connections.
+        connections: the open connections, in order (with
+            ``ServerConfig(keep_closed_connections=True)``, every connection so far).
+        received: every client message as (connection id, message), across the connections in
+            :attr:`connections`.
         max_message_size: the current frame-size limit (see :meth:`set_max_message_size`).
         reject_all_tokens: set it to make every AUTH fail until it is cleared (see also
             :meth:`reject_next_token`).
@@ -865,9 +891,7 @@ class DXLinkServer:
         self.connections: list[ServerConnection] = []
         self.received: list[tuple[int, Message]] = []
         self.max_message_size = config.max_message_size
-        # trio-websocket enforces its own limit while receiving; keep it far above ours so our
-        # limit (which tests may change at run time) is the one that decides.
-        self._receive_limit = max(4 * config.max_message_size, 2**26)
+        self._ws_server: WebSocketServer | None = None
         self._ids = itertools.count(1)
         self._changed = trio.lowlevel.ParkingLot()
         self._stalled = False
@@ -891,7 +915,8 @@ class DXLinkServer:
         """The connection with this id.
 
         Raises:
-            KeyError: no connection has that id.
+            KeyError: no connection has that id, or it has closed and was forgotten (see
+                ``ServerConfig.keep_closed_connections``).
         """
         for conn in self.connections:
             if conn.id == connection_id:
@@ -1044,20 +1069,32 @@ class DXLinkServer:
         conn._send(FeedConfig(channel, feed.aggregation_period, data_format))
 
     def set_max_message_size(self, size: int) -> None:
-        """Change the frame-size limit above which a client frame gets close 1009.
+        """Change the frame-size limit above which a client frame gets close 1009, for the
+        live connections and the ones to come.
 
         Raises:
-            ValueError: ``size`` is not positive or is above the limit the WebSocket layer was
-                started with (64 MiB, or 4 x ``config.max_message_size`` if larger).
+            ValueError: ``size`` is not positive.
         """
-        if not 0 < size <= self._receive_limit:
-            raise ValueError(f"size must be in 1..{self._receive_limit}, got {size}")
+        if not size > 0:
+            raise ValueError(f"size must be positive, got {size}")
         self.max_message_size = size
+        if self._ws_server is not None:
+            _limit_frames(self._ws_server, size)
+        for conn in self.live:
+            _limit_frames(conn._ws, size)
 
     # --- internals ---
 
     def _notify(self) -> None:
         self._changed.unpark_all()
+
+    def _forget(self, conn: ServerConnection) -> None:
+        """Drop a closed connection and its messages, unless told to keep them."""
+        if self.config.keep_closed_connections:
+            return
+        if conn in self.connections:
+            self.connections.remove(conn)
+        self.received[:] = [item for item in self.received if item[0] != conn.id]
 
     def _take_token_rejection(self) -> bool:
         rejected, self._reject_next_token = self._reject_next_token, False
@@ -1076,10 +1113,11 @@ class DXLinkServer:
             self._handle,
             cast("list[trio.SocketListener]", tracked),
             message_queue_size=_WS_MESSAGE_QUEUE,
-            max_message_size=self._receive_limit,
+            max_message_size=self.max_message_size,
             connect_timeout=_HANDSHAKE_TIMEOUT,
             disconnect_timeout=_CLOSE_TIMEOUT,
         )
+        self._ws_server = ws_server
         async with trio.open_nursery() as nursery:
             await nursery.start(ws_server.run)
             address, self.port, *_ = listeners[0].socket.getsockname()
