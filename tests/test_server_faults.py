@@ -90,6 +90,22 @@ async def test_deep_values_in_every_checked_field_get_bad_action() -> None:
         assert not server.connection(1).closed
 
 
+async def test_long_strings_are_quoted_short_in_errors() -> None:
+    long = "z" * 500_000
+    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as client:
+        await client.handshake()
+        await client.send({"type": "CHANNEL_REQUEST", "channel": 1, "service": long})
+        error = await client.expect("ERROR", error="BAD_ACTION", channel=1)
+        assert error["message"].startswith("unsupported service 'zzz")
+        assert len(error["message"]) < 300
+        await client.open_feed(2, data_format=None)
+        await client.send({"type": "FEED_SETUP", "channel": 2, "acceptDataFormat": long})
+        error = await client.expect("ERROR", error="BAD_ACTION", channel=2)
+        assert error["message"].startswith("unknown data format 'zzz")
+        assert len(error["message"]) < 300
+        assert not server.connection(1).closed
+
+
 async def test_a_message_the_server_cannot_answer_closes_that_client_only() -> None:
     # CHANNEL_OPENED echoes the parameters, and orjson will not write 300 levels: the handler
     # fails. That client gets ERROR UNKNOWN and close 1011; everyone else is served on.

@@ -88,7 +88,7 @@ from .._messages import (
     parse_json,
     to_wire,
 )
-from .._util import unwrap_group
+from .._util import describe, unwrap_group
 from ..events import (
     EVENT_TYPES,
     Candle,
@@ -724,7 +724,7 @@ class ServerConnection:
         elif number in self.channels:
             self._bad_action(number, f"channel {number} is already open")
         elif message.service != "FEED":
-            self._bad_action(number, f"unsupported service {message.service!r}")
+            self._bad_action(number, f"unsupported service {describe(message.service)}")
         else:
             data_format = self._server.config.data_format_override or "FULL"
             self.channels[number] = ServerChannel(
@@ -748,7 +748,7 @@ class ServerConnection:
             channel.data_format = override
         elif requested is not None:
             if requested not in _DATA_FORMATS:
-                self._bad_action(channel.id, f"unknown data format {requested!r}")
+                self._bad_action(channel.id, f"unknown data format {describe(requested)}")
                 return
             channel.data_format = requested
         if message.accept_aggregation_period is not None:
