@@ -22,15 +22,19 @@ def pinned_market(seed: int = 0) -> Market:
 
 @pytest.fixture
 async def server() -> AsyncIterator[DXLinkServer]:
-    """A faithful local server (no token, no simulation): tests publish what they need."""
-    async with open_dxlink_server(market=pinned_market()) as srv:
+    """A faithful local server (no token, no simulation): tests publish what they need.
+
+    It keeps closed connections, so tests can inspect what a client sent after it has gone.
+    """
+    config = ServerConfig(keep_closed_connections=True)
+    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         yield srv
 
 
 @pytest.fixture
 async def token_server() -> AsyncIterator[DXLinkServer]:
-    """A local server that requires the token ``"secret"``."""
-    config = ServerConfig(token="secret")
+    """A local server that requires the token ``"secret"`` (and keeps closed connections)."""
+    config = ServerConfig(token="secret", keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         yield srv
 

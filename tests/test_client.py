@@ -421,7 +421,7 @@ async def test_keepalive_sent_before_the_servers_timeout(
 async def test_server_timeout_close_surfaces(autojump_clock: trio.testing.MockClock) -> None:
     # A client that advertises a keepalive interval longer than the server's timeout is cut
     # off by the server (ERROR TIMEOUT, then close); without reconnect the block says why.
-    config = ServerConfig(keepalive_timeout=10)
+    config = ServerConfig(keepalive_timeout=10, keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         with pytest.raises((ServerError, ConnectionClosedError)) as info:
             async with open_dxlink(srv.url, reconnect=NO_RECONNECT) as feed:

@@ -254,7 +254,8 @@ async def test_handshake_with_token() -> None:
 
 
 async def test_bad_token_gets_unauthorized_then_close() -> None:
-    async with open_dxlink_server(config=ServerConfig(token="good")) as server:
+    config = ServerConfig(token="good", keep_closed_connections=True)
+    async with open_dxlink_server(config=config) as server:
         async with connect(server) as client:
             await client.send({"type": "SETUP", "channel": 0, "version": "0.1-test"})
             await client.expect("SETUP")
@@ -649,7 +650,7 @@ async def test_server_sends_keepalive_when_idle(autojump_clock: trio.testing.Moc
 async def test_silent_client_gets_error_timeout_then_close(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(keepalive_timeout=30)
+    config = ServerConfig(keepalive_timeout=30, keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake(keepalive=1000)
         client.guard = 100
@@ -678,7 +679,7 @@ async def test_client_messages_keep_the_connection_alive(
 
 
 async def test_oversized_frame_gets_close_1009() -> None:
-    config = ServerConfig(max_message_size=1000)
+    config = ServerConfig(max_message_size=1000, keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake()
         await client.send({"type": "KEEPALIVE", "channel": 0, "pad": "x" * 900})  # under: fine
@@ -759,7 +760,8 @@ async def test_drop_all_aborts_every_connection() -> None:
 
 
 async def test_drop_all_with_a_close_code() -> None:
-    async with open_dxlink_server() as server, connect(server) as client:
+    config = ServerConfig(keep_closed_connections=True)
+    async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake()
         server.drop_all(code=1011)
         assert await client.closed() == 1011
@@ -796,7 +798,7 @@ async def test_stall_and_resume(autojump_clock: trio.testing.MockClock) -> None:
 
 
 async def test_slow_client_is_dropped_when_its_queue_fills() -> None:
-    config = ServerConfig(queue_size=4)
+    config = ServerConfig(queue_size=4, keep_closed_connections=True)
     async with ready_client(config, fields={"Quote": ["eventSymbol"]}) as (server, client):
         await client.subscribe(add=[{"type": "Quote", "symbol": "S"}])
         await subscribed(server, "Quote", "S")
@@ -809,7 +811,7 @@ async def test_slow_client_is_dropped_when_its_queue_fills() -> None:
 
 
 async def test_reject_next_token() -> None:
-    config = ServerConfig(token="tok")
+    config = ServerConfig(token="tok", keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server:
         server.reject_next_token()
         async with connect(server) as client:

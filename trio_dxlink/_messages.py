@@ -24,6 +24,7 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._exceptions import RemoteProtocolError
+from ._util import describe
 
 __all__ = [
     "Auth",
@@ -229,37 +230,37 @@ def _camel(name: str) -> str:
 def _strict_float(value: Any, _: type) -> float:
     if value.__class__ in (int, float):
         return float(value)
-    raise TypeError(f"expected a number, got {value!r}")
+    raise TypeError(f"expected a number, got {describe(value)}")
 
 
 def _strict_int(value: Any, _: type) -> int:
     if value.__class__ is int:
         return int(value)
-    raise TypeError(f"expected an integer, got {value!r}")
+    raise TypeError(f"expected an integer, got {describe(value)}")
 
 
 def _strict_str(value: Any, _: type) -> str:
     if value.__class__ is str:
         return str(value)
-    raise TypeError(f"expected a string, got {value!r}")
+    raise TypeError(f"expected a string, got {describe(value)}")
 
 
 def _strict_bool(value: Any, _: type) -> bool:
     if value.__class__ is bool:
         return bool(value)
-    raise TypeError(f"expected a boolean, got {value!r}")
+    raise TypeError(f"expected a boolean, got {describe(value)}")
 
 
 def _dict_any(value: Any, _: type) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
-    raise TypeError(f"expected an object, got {value!r}")
+    raise TypeError(f"expected an object, got {describe(value)}")
 
 
 def _list_any(value: Any, _: type) -> list[Any]:
     if isinstance(value, list):
         return value
-    raise TypeError(f"expected an array, got {value!r}")
+    raise TypeError(f"expected an array, got {describe(value)}")
 
 
 _converter = cattrs.Converter(forbid_extra_keys=False)
@@ -274,7 +275,9 @@ def _event_fields(value: Any, _: type) -> dict[str, list[str]]:
     fields = _dict_any(value, _)
     for name, names in fields.items():
         if names.__class__ is not list or any(n.__class__ is not str for n in names):
-            raise TypeError(f"event fields of {name!r} are not a list of strings: {names!r}")
+            raise TypeError(
+                f"event fields of {describe(name)} are not a list of strings: {describe(names)}"
+            )
     return fields
 
 
@@ -390,7 +393,7 @@ def from_wire(obj: dict[str, Any]) -> Message:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
-        return f"missing field {exc.args[0]!r}"
+        return f"missing field {describe(exc.args[0])}"
     return str(exc) or type(exc).__name__
 
 

@@ -14,10 +14,17 @@ server does (protocol reference §2-§4, §6.7 and §10):
   the first FEED_DATA of a type (always by default; with ``event_fields_in_config=False`` only
   when the client never chose that type's fields);
 * KEEPALIVE when the server has sent nothing for half the client's keepaliveTimeout; ERROR
-  TIMEOUT and a close when the client has been silent for the server's own keepaliveTimeout;
+  TIMEOUT and a close when the client has been silent for the server's own keepaliveTimeout
+  (``announce_keepalive_timeout`` makes SETUP announce any other value, even a nonsensical one,
+  without changing that timer);
 * ERROR INVALID_MESSAGE for a frame that is not a JSON object with ``type`` and ``channel``;
   ERROR BAD_ACTION for a message that is out of order, has fields of the wrong shape, or is one
-  only a server sends; WebSocket close 1009 for a frame above ``max_message_size``.
+  only a server sends; WebSocket close 1009 for a frame above ``max_message_size``, as soon as
+  that much of it has arrived;
+* nothing one client sends stops the server: error texts describe wire values in a bounded way
+  (a value nested 1,000 levels deep is fine), and a message the server fails to handle (say,
+  CHANNEL_REQUEST parameters too deep to echo back) gets ERROR UNKNOWN and close 1011 for that
+  client only.
 
 What gets sent, and when: events reach a channel when (type, symbol[, source]) is subscribed
 there (``"*"`` matches every symbol). On subscription the channel gets the current value of a
@@ -27,6 +34,9 @@ flagged as §6.7 says. With ``simulate=False`` (the default) the market only kno
 published, so nothing flows unprompted; with ``simulate=True`` the market also makes up initial
 values, candle history and an update per subscribed (type, symbol) every ``update_interval``.
 Events are not conflated: ``aggregationPeriod`` is echoed, not applied.
+
+The server holds only what it needs: a closed connection is forgotten, with its messages, unless
+``ServerConfig(keep_closed_connections=True)`` asks to keep it for inspection.
 
 Every timer runs on ``trio.current_time()``, so ``MockClock``/``autojump_clock`` tests work;
 event timestamps come from the market's wall clock.
@@ -45,6 +55,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, cast
 
 import attrs
+import orjson
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -75,8 +86,9 @@ from .._messages import (
     encode,
     from_wire,
     parse_json,
+    to_wire,
 )
-from .._util import unwrap_group
+from .._util import describe, unwrap_group
 from ..events import (
     EVENT_TYPES,
     Candle,
@@ -120,6 +132,7 @@ _WS_MESSAGE_QUEUE = 64  # trio-websocket's own inbound queue; our reader drains 
 _HANDSHAKE_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
 _DATA_FORMATS = ("FULL", "COMPACT")
+_MAX_TIME_MS = (2**31 - 1) * 1000  # the last time a time-series index can hold
 _KEEPALIVE_FRAME = encode(Keepalive())
 
 SubscriptionKey: TypeAlias = tuple[str, str, "str | None"]
@@ -129,6 +142,22 @@ SubscriptionKey: TypeAlias = tuple[str, str, "str | None"]
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _number_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise TypeError(f"{attribute.name} must be a number or None, got {value!r}")
+
+
+def _json_double(value: float) -> float | str:
+    """A number as DXLink writes a JSONDouble: non-finite values as strings (§1)."""
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else float(value)  # what orjson can write
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
 
 
 def _data_format(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -144,9 +173,15 @@ class ServerConfig:
         token: the token AUTH must present; ``None`` authorizes at once (like the public demo).
         user_id: the ``userId`` sent with AUTH_STATE AUTHORIZED.
         keepalive_timeout: seconds of client silence before ERROR TIMEOUT and a close; also
-            advertised in the server's SETUP.
+            advertised in the server's SETUP (unless ``announce_keepalive_timeout`` is set).
+        announce_keepalive_timeout: a fault switch: the ``keepaliveTimeout`` the server's SETUP
+            announces instead of ``keepalive_timeout``, whatever it is (-1, 0, 1e-4, 1e9, NaN,
+            ...); NaN and infinities go out as the strings ``"NaN"``, ``"Infinity"`` and
+            ``"-Infinity"``, as DXLink writes such numbers. The server's own timer still uses
+            ``keepalive_timeout``.
         accept_keepalive_timeout: the ``acceptKeepaliveTimeout`` advertised in SETUP.
-        max_message_size: a client frame longer than this gets WebSocket close 1009.
+        max_message_size: a client frame longer than this gets WebSocket close 1009, as soon as
+            that much of it has arrived (the server never holds more of a frame than this).
         simulate: make up initial values, history and periodic updates from the market.
         update_interval: seconds between simulated updates.
         event_fields_in_config: announce ``eventFields`` for a type in a FEED_CONFIG just before
@@ -160,11 +195,16 @@ class ServerConfig:
         queue_size: frames that may wait for a slow client before it is dropped.
         max_events_per_message: events per COMPACT pair (or FULL message).
         max_snapshot_events: history events per snapshot; beyond, the snapshot is snipped.
+        keep_closed_connections: keep closed connections (and their messages) in
+            :attr:`DXLinkServer.connections` and :attr:`DXLinkServer.received` for tests to
+            inspect. Off by default: a closed connection is forgotten, so a long-running server
+            holds only what its live connections need.
     """
 
     token: str | None = attrs.field(default=None, repr=False)
     user_id: str = "local-user"
     keepalive_timeout: float = attrs.field(default=60, validator=_positive)
+    announce_keepalive_timeout: float | None = attrs.field(default=None, validator=_number_or_none)
     accept_keepalive_timeout: float = attrs.field(default=60, validator=_positive)
     max_message_size: int = attrs.field(default=2**20, validator=_positive)
     simulate: bool = False
@@ -176,6 +216,7 @@ class ServerConfig:
     queue_size: int = attrs.field(default=1024, validator=_positive)
     max_events_per_message: int = attrs.field(default=100, validator=_positive)
     max_snapshot_events: int = attrs.field(default=1000, validator=_positive)
+    keep_closed_connections: bool = False
 
 
 @attrs.define
@@ -339,6 +380,7 @@ class ServerConnection:
         self._server = server
         self._ws = ws
         self._stream = stream
+        _limit_frames(ws, server.max_message_size)
         self._closing = False
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[_Outgoing](
             server.config.queue_size
@@ -357,16 +399,23 @@ class ServerConnection:
     # --- tasks ---
 
     async def _run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._cancel_scope = nursery.cancel_scope
-            nursery.start_soon(self._writer)
-            await self._reader()
-            if self._close_done is not None:
-                # We started a close handshake: let it finish (it closes the socket after).
-                with trio.move_on_after(_CLOSE_TIMEOUT):
-                    await self._close_done.wait()
-            nursery.cancel_scope.cancel()
+        """Serve this client until it goes. Nothing it does may take the server down: an
+        exception out of its tasks (a bug) is logged and costs this connection only."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._writer)
+                await self._reader()
+                if self._close_done is not None:
+                    # We started a close handshake: let it finish (it closes the socket after).
+                    with trio.move_on_after(_CLOSE_TIMEOUT):
+                        await self._close_done.wait()
+                nursery.cancel_scope.cancel()
+        except Exception:
+            log.exception("connection %d failed; dropping it", self.id)
+            if self.close_code is None:
+                self.close_code = 1006
 
     async def _reader(self) -> None:
         server = self._server
@@ -468,6 +517,7 @@ class ServerConnection:
         if self._stream is not None:
             self._stream.socket.close()
         log.info("connection %d closed (code %s)", self.id, self.close_code)
+        self._server._forget(self)
         self._server._notify()
 
     # --- sending ---
@@ -554,24 +604,42 @@ class ServerConnection:
     def _on_frame(self, frame: str | bytes) -> None:
         if self._closing:
             return
-        server = self._server
+        try:
+            self._handle_frame(frame)
+        except Exception as exc:
+            # Whatever one client's frame does to us (a value too deep to echo back, a bug) must
+            # cost that client only: tell it, close it, and keep serving the others.
+            log.warning(
+                "connection %d: failed on a %d-character message; closing it",
+                self.id,
+                len(frame),
+                exc_info=True,
+            )
+            reason = f"the server failed on this message ({type(exc).__name__})"
+            self._send(Error("UNKNOWN", reason))
+            self._close_after(1011, "server error")
+        finally:
+            self._server._notify()
+
+    def _handle_frame(self, frame: str | bytes) -> None:
         try:
             obj = parse_json(frame)
         except RemoteProtocolError as exc:
             # Not the text: it may quote the frame, and a frame may hold a token.
             log.debug("connection %d: invalid %d-character message", self.id, len(frame))
             self._send(Error("INVALID_MESSAGE", str(exc)))
-            server._notify()
             return
         try:
             message = from_wire(obj)
         except RemoteProtocolError as exc:
             self._bad_action(obj["channel"], str(exc))  # a known message with bad fields
-            server._notify()
             return
         self.received.append(message)
-        server.received.append((self.id, message))
-        log.debug("connection %d received %r", self.id, message)
+        self._server.received.append((self.id, message))
+        # Not the message itself: its repr is unbounded (and fails on deeply nested values).
+        log.debug(
+            "connection %d received %s on channel %d", self.id, _kind(message), obj["channel"]
+        )
         if self.setup is None and not isinstance(message, Setup):
             self._bad_action(message.channel, f"SETUP must come first, not {_kind(message)}")
         else:
@@ -580,7 +648,6 @@ class ServerConnection:
                 self._bad_action(message.channel, f"a client may not send {_kind(message)}")
             else:
                 handler(self, message)
-        server._notify()
 
     def _bad_action(self, channel: int, text: str) -> None:
         log.debug("connection %d: BAD_ACTION on channel %d: %s", self.id, channel, text)
@@ -596,13 +663,18 @@ class ServerConnection:
         config = self._server.config
         first = self.setup is None
         self.setup = message
-        self._send(
-            Setup(
-                version=config.version,
-                keepalive_timeout=config.keepalive_timeout,
-                accept_keepalive_timeout=config.accept_keepalive_timeout,
-            )
+        reply = Setup(
+            version=config.version,
+            keepalive_timeout=config.keepalive_timeout,
+            accept_keepalive_timeout=config.accept_keepalive_timeout,
         )
+        announced = config.announce_keepalive_timeout
+        if announced is None:
+            self._send(reply)
+        else:
+            obj = to_wire(reply)
+            obj["keepaliveTimeout"] = _json_double(announced)
+            self._enqueue(orjson.dumps(obj).decode())
         if not first:
             return
         if config.token is None:
@@ -652,7 +724,7 @@ class ServerConnection:
         elif number in self.channels:
             self._bad_action(number, f"channel {number} is already open")
         elif message.service != "FEED":
-            self._bad_action(number, f"unsupported service {message.service!r}")
+            self._bad_action(number, f"unsupported service {describe(message.service)}")
         else:
             data_format = self._server.config.data_format_override or "FULL"
             self.channels[number] = ServerChannel(
@@ -676,7 +748,7 @@ class ServerConnection:
             channel.data_format = override
         elif requested is not None:
             if requested not in _DATA_FORMATS:
-                self._bad_action(channel.id, f"unknown data format {requested!r}")
+                self._bad_action(channel.id, f"unknown data format {describe(requested)}")
                 return
             channel.data_format = requested
         if message.accept_aggregation_period is not None:
@@ -750,6 +822,18 @@ _HANDLERS: dict[type[Any], Callable[[ServerConnection, Any], None]] = {
 # --- the server --------------------------------------------------------------------------------
 
 
+def _limit_frames(target: WebSocketConnection | WebSocketServer, size: int) -> None:
+    """Make trio-websocket enforce ``size`` as a frame arrives, not after reading all of it.
+
+    trio-websocket 0.12 keeps the limit in ``_max_message_size`` (a server's, for the
+    connections it accepts; a connection's, checked against each chunk received) and closes
+    with 1009 once a message grows past it. Should a later version drop that attribute, the
+    server's own check on each whole frame (in ``_reader``) still applies.
+    """
+    if hasattr(target, "_max_message_size"):
+        setattr(target, "_max_message_size", size)  # noqa: B010 (a private attribute)
+
+
 def _peer_key(address: object, port: int) -> tuple[str, int]:
     return (str(ipaddress.ip_address(str(address))), port)
 
@@ -789,8 +873,10 @@ class DXLinkServer:
         port: the port it listens on.
         config: its :class:`ServerConfig`.
         market: the :class:`~trio_dxlink.testing.Market` it serves.
-        connections: every connection so far, open or closed, in order.
-        received: every client message as (connection id, message), across connections.
+        connections: the open connections, in order (with
+            ``ServerConfig(keep_closed_connections=True)``, every connection so far).
+        received: every client message as (connection id, message), across the connections in
+            :attr:`connections`.
         max_message_size: the current frame-size limit (see :meth:`set_max_message_size`).
         reject_all_tokens: set it to make every AUTH fail until it is cleared (see also
             :meth:`reject_next_token`).
@@ -805,9 +891,7 @@ class DXLinkServer:
         self.connections: list[ServerConnection] = []
         self.received: list[tuple[int, Message]] = []
         self.max_message_size = config.max_message_size
-        # trio-websocket enforces its own limit while receiving; keep it far above ours so our
-        # limit (which tests may change at run time) is the one that decides.
-        self._receive_limit = max(4 * config.max_message_size, 2**26)
+        self._ws_server: WebSocketServer | None = None
         self._ids = itertools.count(1)
         self._changed = trio.lowlevel.ParkingLot()
         self._stalled = False
@@ -831,7 +915,8 @@ class DXLinkServer:
         """The connection with this id.
 
         Raises:
-            KeyError: no connection has that id.
+            KeyError: no connection has that id, or it has closed and was forgotten (see
+                ``ServerConfig.keep_closed_connections``).
         """
         for conn in self.connections:
             if conn.id == connection_id:
@@ -892,6 +977,8 @@ class DXLinkServer:
 
     def _snapshot(self, cls: type[Event], symbol: str, from_time: int) -> list[Event]:
         """The history snapshot of a time-series subscription, newest first, flagged (§6.7)."""
+        # Any 64-bit fromTime may arrive; an index holds 32-bit seconds (§6.7), so clamp it.
+        from_time = min(max(from_time, 0), _MAX_TIME_MS)
         market = self.market
         name = cls.EVENT_TYPE
         limit = self.config.max_snapshot_events
@@ -982,20 +1069,32 @@ class DXLinkServer:
         conn._send(FeedConfig(channel, feed.aggregation_period, data_format))
 
     def set_max_message_size(self, size: int) -> None:
-        """Change the frame-size limit above which a client frame gets close 1009.
+        """Change the frame-size limit above which a client frame gets close 1009, for the
+        live connections and the ones to come.
 
         Raises:
-            ValueError: ``size`` is not positive or is above the limit the WebSocket layer was
-                started with (64 MiB, or 4 x ``config.max_message_size`` if larger).
+            ValueError: ``size`` is not positive.
         """
-        if not 0 < size <= self._receive_limit:
-            raise ValueError(f"size must be in 1..{self._receive_limit}, got {size}")
+        if not size > 0:
+            raise ValueError(f"size must be positive, got {size}")
         self.max_message_size = size
+        if self._ws_server is not None:
+            _limit_frames(self._ws_server, size)
+        for conn in self.live:
+            _limit_frames(conn._ws, size)
 
     # --- internals ---
 
     def _notify(self) -> None:
         self._changed.unpark_all()
+
+    def _forget(self, conn: ServerConnection) -> None:
+        """Drop a closed connection and its messages, unless told to keep them."""
+        if self.config.keep_closed_connections:
+            return
+        if conn in self.connections:
+            self.connections.remove(conn)
+        self.received[:] = [item for item in self.received if item[0] != conn.id]
 
     def _take_token_rejection(self) -> bool:
         rejected, self._reject_next_token = self._reject_next_token, False
@@ -1014,10 +1113,11 @@ class DXLinkServer:
             self._handle,
             cast("list[trio.SocketListener]", tracked),
             message_queue_size=_WS_MESSAGE_QUEUE,
-            max_message_size=self._receive_limit,
+            max_message_size=self.max_message_size,
             connect_timeout=_HANDSHAKE_TIMEOUT,
             disconnect_timeout=_CLOSE_TIMEOUT,
         )
+        self._ws_server = ws_server
         async with trio.open_nursery() as nursery:
             await nursery.start(ws_server.run)
             address, self.port, *_ = listeners[0].socket.getsockname()
