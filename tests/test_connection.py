@@ -751,12 +751,15 @@ def test_unusable_field_list_skips_that_types_data() -> None:
 def test_deeply_nested_values_give_bounded_reasons() -> None:
     conn, cid = quote_channel()
     deep = "[" * 1000 + "]" * 1000
+
+    def frame(data: str) -> str:
+        return f'{{"type":"FEED_DATA","channel":{cid},"data":{data}}}'
+
     frames = [
-        '{"type":"FEED_DATA","channel":%d,"data":["Quote",["AAPL",%s,1.0]]}' % (cid, deep),
-        '{"type":"FEED_DATA","channel":%d,"data":[%s]}' % (cid, deep),
-        '{"type":"FEED_DATA","channel":%d,"data":%s}' % (cid, deep),
-        '{"type":"FEED_DATA","channel":%d,"data":[{"eventType":"Quote","eventSymbol":%s}]}'
-        % (cid, deep),
+        frame(f'["Quote",["AAPL",{deep},1.0]]'),
+        frame(f"[{deep}]"),
+        frame(deep),
+        frame(f'[{{"eventType":"Quote","eventSymbol":{deep}}}]'),
         deep,
     ]
     for frame in frames:
