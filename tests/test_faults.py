@@ -5,6 +5,7 @@ Each test drives the real client over loopback against the local server's fault 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -27,6 +28,7 @@ from trio_dxlink import (
     Trade,
     open_dxlink,
 )
+from trio_dxlink._messages import Keepalive
 from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
 from .conftest import pinned_market, task_count
@@ -281,3 +283,26 @@ async def test_a_handle_is_a_trio_receive_channel(server: DXLinkServer) -> None:
             rx.receive_nowait()  # the helper's `async with` closed the handle
         with pytest.raises(AttributeError):
             rx.overflow = Overflow.LATEST  # type: ignore[misc]
+
+
+# --- item 5: a server's keepalive timeout is not trusted blindly ---
+
+
+@pytest.mark.parametrize("announced", [-1.0, 0.0, 0.0001, 1e9, math.nan])
+async def test_a_nonsense_keepalive_timeout_is_clamped(
+    announced: float, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = ServerConfig(announce_keepalive_timeout=announced)
+    async with (
+        open_dxlink_server(config=config, market=pinned_market()) as srv,
+        open_dxlink(srv.url, keepalive_interval=30.0) as feed,
+    ):
+        await trio.sleep(20)
+        (conn,) = srv.live
+        keepalives = sum(isinstance(m, Keepalive) for m in conn.received)
+        # At most one every half second (the 1 s floor), and none at all if the announced
+        # timeout was long: the client's own 30 s interval then rules.
+        assert keepalives <= 41
+        if announced > 60 or math.isnan(announced):
+            assert keepalives == 0
+        assert feed.state is FeedState.CONNECTED

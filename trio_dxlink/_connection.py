@@ -79,7 +79,14 @@ DEFAULT_SUBSCRIPTION_BUDGET = 8192
 """Largest FEED_SUBSCRIPTION frame, in bytes, before it is split (the JS client's figure)."""
 
 KEEPALIVE_TIMEOUT_RANGE = (1.0, 3600.0)
-"""The server keepalive timeouts the client believes, in seconds; others are clamped into it."""
+"""The peer keepalive timeouts either side believes, in seconds; others are clamped into it."""
+
+
+def sane_keepalive_timeout(value: float) -> float:
+    """A keepalive timeout a peer announced, clamped into :data:`KEEPALIVE_TIMEOUT_RANGE`
+    (NaN counts as the longest): a broken peer cannot make this side flood it."""
+    low, high = KEEPALIVE_TIMEOUT_RANGE
+    return high if math.isnan(value) else min(max(value, low), high)
 
 
 class ConnectionState(enum.Enum):
@@ -618,8 +625,7 @@ class ClientConnection:
         self.server_version = message.version
         timeout = message.keepalive_timeout
         if timeout is not None:
-            low, high = KEEPALIVE_TIMEOUT_RANGE
-            sane = min(max(timeout, low), high) if not math.isnan(timeout) else high
+            sane = sane_keepalive_timeout(timeout)
             if sane != timeout:
                 log.warning(
                     "the server announced a keepalive timeout of %s s; using %g s instead",

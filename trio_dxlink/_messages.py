@@ -15,6 +15,7 @@ connection decodes it by the negotiated fields (``trio_dxlink._codec``).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal, TypeAlias
 
@@ -227,9 +228,14 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+_SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def _strict_float(value: Any, _: type) -> float:
     if value.__class__ in (int, float):
         return float(value)
+    if value.__class__ is str and value in _SPECIAL_DOUBLES:
+        return _SPECIAL_DOUBLES[value]  # dxLink writes special doubles as strings
     raise TypeError(f"expected a number, got {describe(value)}")
 
 

@@ -445,9 +445,10 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
     def _mark_skipped(self, events: int, reason: str) -> None:
         """The server sent data of this handle's type that could not be decoded."""
         self._skipped += events
-        what = f"{events} {self.event_type.__name__} events" if events else "data"
+        name = self.event_type.__name__
+        what = f"{events} {name} event{'' if events == 1 else 's'}" if events else f"{name} data"
         self._notify_gap(
-            MalformedDataError(f"the server sent malformed {what}, skipped here: {reason}")
+            MalformedDataError(f"skipped {what} the server sent malformed: {reason}")
         )
 
     def _notify_gap(self, error: DataGapError) -> None:

@@ -66,6 +66,7 @@ from trio_websocket import (
 )
 
 from .._codec import Kind, encode_compact, encode_full, field_kinds
+from .._connection import sane_keepalive_timeout
 from .._exceptions import RemoteProtocolError
 from .._messages import (
     Auth,
@@ -465,9 +466,9 @@ class ServerConnection:
         if self.setup is None:
             return math.inf
         timeout = self.setup.keepalive_timeout
-        if timeout is None or not timeout > 0:
+        if timeout is None:
             timeout = _DEFAULT_CLIENT_KEEPALIVE
-        return timeout / 2
+        return sane_keepalive_timeout(timeout) / 2
 
     def _keepalive_expired(self) -> None:
         silent = trio.current_time() - self._last_received
