@@ -22,9 +22,11 @@ import trustme
 from trio_dxlink import (
     CertificateError,
     ConnectError,
+    ConnectionClosedError,
     Connector,
     FeedState,
     Quote,
+    ReconnectPolicy,
     open_dxlink,
     websocket_connector,
     websockets_connector,
@@ -273,6 +275,40 @@ async def test_a_cancelled_connect_closes_its_socket(
             await silent.eof.wait()  # the server saw the socket close
         assert sockets.connected_to(silent.port) == []
     assert cancel.cancelled_caught
+
+
+@pytest.mark.parametrize("ending", ["exit", "cancel", "drop"])
+async def test_a_session_leaves_no_socket_open(
+    sockets: SocketCheck, make_connector: Callable[..., Connector], ending: str
+) -> None:
+    outside = trio.CancelScope()
+
+    async def session(srv: DXLinkServer) -> None:
+        policy = ReconnectPolicy(max_attempts=0)  # a drop ends the block
+        async with (
+            open_dxlink(srv.url, connector=make_connector(), reconnect=policy) as feed,
+            feed.subscribe(Quote, ["SPY"]),
+        ):
+            await srv.wait_for(lambda: ("Quote", "SPY") in srv.subscriptions())
+            if ending == "cancel":
+                outside.cancel()  # as a user's cancel scope around the block would
+                await trio.sleep_forever()
+            if ending == "drop":
+                srv.drop_all()
+                await trio.sleep_forever()
+
+    async with open_dxlink_server(market=pinned_market()) as srv:
+        with trio.fail_after(5):
+            if ending == "drop":
+                with pytest.raises(ConnectionClosedError):
+                    await session(srv)
+            elif ending == "cancel":
+                with outside:
+                    await session(srv)
+                assert outside.cancelled_caught
+            else:
+                await session(srv)
+        assert sockets.connected_to(srv.port) == []
 
 
 async def test_a_refused_connection_has_a_reason(make_connector: Callable[..., Connector]) -> None:
