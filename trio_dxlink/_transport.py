@@ -165,15 +165,20 @@ def websocket_connector(
                             f"could not connect to {target.safe}: "
                             f"timed out after {connect_timeout:g} s"
                         )
+                    opened: trio.abc.Stream = cast(trio.abc.Stream, stream)  # set with ws
                     try:
                         yield _WebSocketTransport(ws, reader)
                     finally:
                         # A graceful close needs trio-websocket's reader task, which a
                         # cancellation from outside has already stopped: then just close.
-                        if trio.current_effective_deadline() != -math.inf:
-                            with trio.CancelScope(shield=True):
+                        graceful = trio.current_effective_deadline() != -math.inf
+                        with trio.CancelScope(shield=True):
+                            if graceful:
                                 with trio.move_on_after(disconnect_timeout):
                                     await ws.aclose()
+                            # Close the socket before the reader is stopped, not after: the
+                            # peer sees the end of the connection as soon as possible.
+                            await trio.aclose_forcefully(opened)
                         nursery.cancel_scope.cancel()
         finally:
             if stream is not None:
