@@ -6,13 +6,9 @@ Everything runs over real sockets on 127.0.0.1. Both connectors are held to the 
 
 from __future__ import annotations
 
-import re
 import ssl
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import trio
@@ -317,26 +313,3 @@ async def test_a_refused_connection_has_a_reason(make_connector: Callable[..., C
     with trio.fail_after(5), pytest.raises(ConnectError) as info:
         await connect(f"ws://127.0.0.1:{port}", make_connector())
     assert not str(info.value).rstrip().endswith(":")
-
-
-# --- the docs -----------------------------------------------------------------------------------
-
-
-def _docs_section(title: str) -> str:
-    text = (Path(__file__).parent.parent / "docs" / "usage.md").read_text()
-    start = text.index(f"# {title}\n")
-    following = re.compile(r"^#{1,6} ", flags=re.MULTILINE).search(text, start + len(title) + 2)
-    return text[start : following.start() if following else len(text)]
-
-
-def _code_blocks(section: str) -> Iterator[str]:
-    yield from re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-
-
-def test_the_tls_example_in_the_docs_runs() -> None:
-    (code,) = _code_blocks(_docs_section("Connecting over TLS with a custom certificate"))
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert "SPY 1.5" in result.stdout
