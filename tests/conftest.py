@@ -1,12 +1,16 @@
-"""Shared fixtures: the project's own DXLink server on 127.0.0.1, and task-leak checks."""
+"""Shared fixtures: the project's own DXLink server on 127.0.0.1, and task and socket leak
+checks."""
 
 from __future__ import annotations
 
 import functools
+import gc
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import psutil
 import pytest
 import trio
 
@@ -54,6 +58,53 @@ def task_count() -> int:
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return seen
+
+
+def _tcp_sockets() -> list[Any]:
+    process = psutil.Process()
+    # psutil renamed connections() to net_connections() in 6.0
+    list_them = getattr(process, "net_connections", None) or process.connections
+    sockets: list[Any] = list_them(kind="tcp")
+    return sockets
+
+
+class SocketCheck:
+    """This process's TCP sockets: which are open now, and which were opened since the check
+    began and are still open (leaked)."""
+
+    def __init__(self) -> None:
+        self._before = {_identity(s) for s in _tcp_sockets()}
+
+    def connected_to(self, port: int) -> list[Any]:
+        """The open sockets whose peer is ``port`` on this host (a client's ends)."""
+        return [s for s in _tcp_sockets() if s.raddr and s.raddr.port == port]
+
+    def leaked(self) -> list[Any]:
+        """Sockets opened since the check began that are still open."""
+        return [s for s in _tcp_sockets() if _identity(s) not in self._before]
+
+
+def _identity(sock: Any) -> tuple[Any, ...]:
+    return (sock.fd, sock.laddr, sock.raddr)
+
+
+@pytest.fixture
+def sockets() -> Iterator[SocketCheck]:
+    """Fail the test if it leaves TCP sockets open.
+
+    The cyclic garbage collector is off for the duration, so a socket that only it would close
+    (a stream kept alive by a reference cycle) counts as leaked. Tests can also assert on
+    :meth:`SocketCheck.connected_to` while their server is still up.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        check = SocketCheck()
+        yield check
+        assert check.leaked() == []
+    finally:
+        if enabled:
+            gc.enable()
 
 
 CLI = [sys.executable, "-m", "trio_dxlink"]

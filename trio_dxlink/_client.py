@@ -24,6 +24,7 @@ import enum
 import logging
 import math
 import random
+import ssl
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -410,6 +411,7 @@ async def open_dxlink(
     subscription_budget: int = c.DEFAULT_SUBSCRIPTION_BUDGET,
     token_refresh_margin: float = 300.0,
     connector: Connector | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[DXLinkFeed]:
     """Connect to a DXLink server and keep the connection up for the duration of the block.
@@ -434,7 +436,12 @@ async def open_dxlink(
         subscription_budget: the byte budget of each FEED_SUBSCRIPTION frame.
         token_refresh_margin: renew a token this many seconds before its ``expires_at``.
         connector: how to open the WebSocket (default: trio-websocket, 64 MiB messages).
+        ssl_context: the TLS settings for ``wss://`` URLs (default: trust the system's CAs),
+            e.g. to trust a private CA. Give it to the connector instead when passing
+            ``connector=``: both together are a ``TypeError``.
     """
+    if connector is not None and ssl_context is not None:
+        raise TypeError("pass ssl_context= to the connector, not to open_dxlink, with connector=")
     if isinstance(target, str):
         if not target.startswith(("ws://", "wss://")):
             raise ValueError(f"DXLink URL must start with ws:// or wss://, got {target!r}")
@@ -453,7 +460,7 @@ async def open_dxlink(
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value!r}")
     settings = ConnectionSettings(
-        connector=connector or websocket_connector(),
+        connector=connector or websocket_connector(ssl_context=ssl_context),
         keepalive_timeout=keepalive_timeout,
         keepalive_interval=keepalive_interval,
         handshake_timeout=handshake_timeout,

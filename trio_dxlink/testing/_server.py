@@ -38,6 +38,13 @@ Events are not conflated: ``aggregationPeriod`` is echoed, not applied.
 The server holds only what it needs: a closed connection is forgotten, with its messages, unless
 ``ServerConfig(keep_closed_connections=True)`` asks to keep it for inspection.
 
+Transport faults, for testing what a client does when the upgrade fails: with
+:meth:`DXLinkServer.reject_upgrades` the server answers WebSocket upgrades with an HTTP status
+(``503`` from a load balancer, a ``200`` page) instead of ``101``; with
+:meth:`DXLinkServer.answer_with_bytes` it reads the request and answers with bytes that are not
+HTTP at all; :meth:`DXLinkServer.accept_upgrades` ends either. ``ssl_context=`` on
+:func:`serve_dxlink` / :func:`open_dxlink_server` serves TLS (the URL is then ``wss://``).
+
 Every timer runs on ``trio.current_time()``, so ``MockClock``/``autojump_clock`` tests work;
 event timestamps come from the market's wall clock.
 """
@@ -50,9 +57,10 @@ import ipaddress
 import itertools
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import attrs
 import orjson
@@ -835,29 +843,83 @@ def _limit_frames(target: WebSocketConnection | WebSocketServer, size: int) -> N
         setattr(target, "_max_message_size", size)  # noqa: B010 (a private attribute)
 
 
+@attrs.frozen
+class _Reject:
+    """Upgrade fault: answer with this HTTP status and body."""
+
+    status: int
+    body: bytes
+
+
+@attrs.frozen
+class _Garbage:
+    """Upgrade fault: answer with these bytes, which need not be HTTP."""
+
+    data: bytes
+
+
+_Fault = TypeVar("_Fault", _Reject, _Garbage)
+
+
+async def _answer_with(stream: trio.SocketStream, data: bytes) -> None:
+    """Read the client's request head, answer with ``data``, close."""
+    try:
+        with trio.move_on_after(_HANDSHAKE_TIMEOUT):
+            request = b""
+            while b"\r\n\r\n" not in request and len(request) < 65536:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    break
+                request += chunk
+            await stream.send_all(data)
+    except trio.BrokenResourceError:
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 def _peer_key(address: object, port: int) -> tuple[str, int]:
     return (str(ipaddress.ip_address(str(address))), port)
 
 
-class _TrackingListener(trio.abc.Listener[trio.SocketStream]):
-    """A listener that remembers each accepted stream by peer address, so the server can close
-    the TCP socket itself (trio-websocket does not expose it)."""
+class _TrackingListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener that remembers each accepted TCP stream by peer address, so the server can
+    close the TCP socket itself (trio-websocket does not expose it).
 
-    def __init__(self, inner: trio.SocketListener, streams: dict[tuple[str, int], Any]) -> None:
+    ``intercept(stream)`` may take a TCP stream over before anything is read (returning True);
+    it is then not handed on. With an ``ssl_context`` the stream handed on is TLS over TCP.
+    """
+
+    def __init__(
+        self,
+        inner: trio.SocketListener,
+        streams: dict[tuple[str, int], Any],
+        intercept: Callable[[trio.SocketStream], bool] = lambda _: False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._inner = inner
         self._streams = streams
+        self._intercept = intercept
+        self._ssl_context = ssl_context
 
-    async def accept(self) -> trio.SocketStream:
+    async def accept(self) -> trio.abc.Stream:
         stream = await self._inner.accept()
+        while self._intercept(stream):
+            stream = await self._inner.accept()
         try:
             host, port, *_ = stream.socket.getpeername()
         except OSError:
-            return stream
+            return self._wrap(stream)
         for key, old in list(self._streams.items()):
             if old.socket.fileno() == -1:
                 del self._streams[key]
         self._streams[_peer_key(host, port)] = stream
-        return stream
+        return self._wrap(stream)
+
+    def _wrap(self, stream: trio.SocketStream) -> trio.abc.Stream:
+        if self._ssl_context is None:
+            return stream
+        return trio.SSLStream(stream, self._ssl_context, server_side=True, https_compatible=True)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -881,6 +943,8 @@ class DXLinkServer:
         max_message_size: the current frame-size limit (see :meth:`set_max_message_size`).
         reject_all_tokens: set it to make every AUTH fail until it is cleared (see also
             :meth:`reject_next_token`).
+        rejected_upgrades: how many connections a fault from :meth:`reject_upgrades` or
+            :meth:`answer_with_bytes` has turned away so far.
     """
 
     def __init__(self, config: ServerConfig, market: Market) -> None:
@@ -901,6 +965,10 @@ class DXLinkServer:
         self._reject_next_token = False
         self.reject_all_tokens = False
         self._streams: dict[tuple[str, int], trio.SocketStream] = {}
+        self._upgrade_fault: _Reject | _Garbage | None = None
+        self._upgrade_faults_left: int | None = None
+        self.rejected_upgrades = 0
+        self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
         return f"<DXLinkServer {self.url or '(not listening)'} connections={len(self.live)}>"
@@ -1045,6 +1113,35 @@ class DXLinkServer:
         """Make the next AUTH on any connection fail (UNAUTHORIZED, then close 1008)."""
         self._reject_next_token = True
 
+    def reject_upgrades(
+        self,
+        status: int = 503,
+        *,
+        body: bytes = b"",
+        count: int | None = None,
+    ) -> None:
+        """Answer the next ``count`` WebSocket upgrades (every one, with ``None``) with HTTP
+        ``status`` and ``body`` instead of ``101 Switching Protocols``, then close the socket.
+
+        Until :meth:`accept_upgrades`, or until ``count`` upgrades have been turned away.
+        """
+        if not 100 <= status <= 599 or status == 101:
+            raise ValueError(f"status must be an HTTP status other than 101, got {status}")
+        self._set_upgrade_fault(_Reject(status, body), count)
+
+    def answer_with_bytes(self, data: bytes, *, count: int | None = None) -> None:
+        """Answer the next ``count`` connections (every one, with ``None``) with ``data``, which
+        need not be HTTP, after reading the client's request; then close the socket.
+
+        Until :meth:`accept_upgrades`, or until ``count`` connections have been turned away.
+        """
+        self._set_upgrade_fault(_Garbage(data), count)
+
+    def accept_upgrades(self) -> None:
+        """Undo :meth:`reject_upgrades` / :meth:`answer_with_bytes`: accept upgrades again."""
+        self._upgrade_fault = None
+        self._upgrade_faults_left = None
+
     def close_channel(self, connection_id: int, channel: int) -> None:
         """Close a channel from the server's side with an unprompted CHANNEL_CLOSED."""
         conn = self.connection(connection_id)
@@ -1097,6 +1194,33 @@ class DXLinkServer:
             self.connections.remove(conn)
         self.received[:] = [item for item in self.received if item[0] != conn.id]
 
+    def _set_upgrade_fault(self, fault: _Reject | _Garbage, count: int | None) -> None:
+        if count is not None and count < 1:
+            raise ValueError(f"count must be positive or None, got {count}")
+        self._upgrade_fault = fault
+        self._upgrade_faults_left = count
+
+    def _take_upgrade_fault(self, kind: type[_Fault]) -> _Fault | None:
+        fault = self._upgrade_fault
+        if not isinstance(fault, kind):
+            return None
+        if self._upgrade_faults_left is not None:
+            self._upgrade_faults_left -= 1
+            if self._upgrade_faults_left <= 0:
+                self.accept_upgrades()
+        self.rejected_upgrades += 1
+        self._notify()
+        return fault
+
+    def _intercept(self, stream: trio.SocketStream) -> bool:
+        """Take a fresh TCP stream over when :meth:`answer_with_bytes` is in force."""
+        if self._nursery is None or not isinstance(self._upgrade_fault, _Garbage):
+            return False
+        fault = self._take_upgrade_fault(_Garbage)
+        assert fault is not None
+        self._nursery.start_soon(_answer_with, stream, fault.data)
+        return True
+
     def _take_token_rejection(self) -> bool:
         rejected, self._reject_next_token = self._reject_next_token, False
         return rejected or self.reject_all_tokens
@@ -1106,10 +1230,17 @@ class DXLinkServer:
             await self._resumed.wait()
 
     async def _serve(
-        self, host: str, port: int, task_status: trio.TaskStatus[DXLinkServer]
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+        task_status: trio.TaskStatus[DXLinkServer],
     ) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
-        tracked = [_TrackingListener(listener, self._streams) for listener in listeners]
+        tracked = [
+            _TrackingListener(listener, self._streams, self._intercept, ssl_context)
+            for listener in listeners
+        ]
         ws_server = WebSocketServer(
             self._handle,
             cast("list[trio.SocketListener]", tracked),
@@ -1120,11 +1251,13 @@ class DXLinkServer:
         )
         self._ws_server = ws_server
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(ws_server.run)
             address, self.port, *_ = listeners[0].socket.getsockname()
             self.host = str(address)
             shown = f"[{self.host}]" if ":" in self.host else self.host
-            self.url = f"ws://{shown}:{self.port}"
+            scheme = "ws" if ssl_context is None else "wss"
+            self.url = f"{scheme}://{shown}:{self.port}"
             if self.config.simulate:
                 nursery.start_soon(self._simulate)
             log.info("DXLink test server listening on %s", self.url)
@@ -1135,6 +1268,16 @@ class DXLinkServer:
         stream = None
         if isinstance(remote, Endpoint):
             stream = self._streams.pop(_peer_key(remote.address, remote.port), None)
+        rejection = self._take_upgrade_fault(_Reject)
+        if rejection is not None:
+            try:
+                await request.reject(rejection.status, body=rejection.body or None)
+            except ConnectionClosed:
+                pass
+            finally:
+                if stream is not None:
+                    await stream.aclose()
+            return
         try:
             ws = await request.accept()
         except ConnectionClosed:
@@ -1171,18 +1314,20 @@ async def serve_dxlink(
     port: int = 0,
     config: ServerConfig | None = None,
     market: Market | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[DXLinkServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a local DXLink server until cancelled.
 
     Use it with ``server = await nursery.start(serve_dxlink)``: once it is listening it calls
-    ``task_status.started`` with its :class:`DXLinkServer`. ``port=0`` picks a free port.
+    ``task_status.started`` with its :class:`DXLinkServer`. ``port=0`` picks a free port. With
+    an ``ssl_context`` (a server context holding a certificate) it serves TLS, at ``wss://``.
     """
     server = DXLinkServer(
         config if config is not None else ServerConfig(),
         market if market is not None else Market(),
     )
-    await server._serve(host, port, task_status)
+    await server._serve(host, port, ssl_context, task_status)
 
 
 @asynccontextmanager
@@ -1192,17 +1337,25 @@ async def open_dxlink_server(
     port: int = 0,
     config: ServerConfig | None = None,
     market: Market | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[DXLinkServer]:
     """Run a local DXLink server for the duration of an ``async with`` block.
 
     Yields the :class:`DXLinkServer`; on exit every connection and task is cancelled. An
     exception raised in the block comes out as itself, not wrapped in an exception group.
+    With an ``ssl_context`` the server speaks TLS (``server.url`` is ``wss://...``).
     """
     with unwrap_group():
         async with trio.open_nursery() as nursery:
-            server: DXLinkServer = await nursery.start(
-                functools.partial(serve_dxlink, host=host, port=port, config=config, market=market)
+            serve = functools.partial(
+                serve_dxlink,
+                host=host,
+                port=port,
+                config=config,
+                market=market,
+                ssl_context=ssl_context,
             )
+            server: DXLinkServer = await nursery.start(serve)
             try:
                 yield server
             finally:
