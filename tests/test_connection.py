@@ -1126,3 +1126,14 @@ def test_connection_chunks_its_subscriptions() -> None:
     assert len(later) > 1
     assert all("reset" not in s for s in later)
     assert sum(len(s["remove"]) for s in later) == 5000
+
+
+def test_rows_under_an_unusable_field_list_are_counted() -> None:
+    conn, cid = quote_channel()
+    conn.receive_message(
+        msg(type="FEED_CONFIG", channel=cid, eventFields={"Quote": ["bidPrice"]}), 0.0
+    )
+    (skipped,) = conn.receive_message(feed_data(cid, ["Quote", [1.0, 2.0, 3.0]]), 0.0)
+    assert isinstance(skipped, DataSkipped)
+    assert skipped.events == 3
+    assert conn.statistics.events_skipped == 3

@@ -24,6 +24,7 @@ from trio_dxlink import (
     Quote,
     QuoteToken,
     ReconnectPolicy,
+    ServerError,
     SubscriptionClosedError,
     Trade,
     open_dxlink,
@@ -167,7 +168,7 @@ async def test_malformed_data_skips_only_itself(server: DXLinkServer) -> None:
                     continue
                 break
         assert quote.bid_price == 2.0
-        assert len(reports) == 4  # the frames whose type or channel is known
+        assert len(reports) == 1  # skips with no Quote between them are one gap
         assert all(len(report) < 500 for report in reports)
         stats = feed.statistics()
         assert stats.malformed_messages == len(MALFORMED)
@@ -306,3 +307,38 @@ async def test_a_nonsense_keepalive_timeout_is_clamped(
         if announced > 60 or math.isnan(announced):
             assert keepalives == 0
         assert feed.state is FeedState.CONNECTED
+
+
+# --- found in review: bounded under a server that repeats bad data or long errors ---
+
+
+async def test_repeated_bad_data_does_not_grow_a_lossless_handle(server: DXLinkServer) -> None:
+    async with (
+        open_dxlink(server.url, reconnect=NO_RECONNECT) as feed,
+        feed.subscribe(Quote, ["SPY"], notify_gaps=True, overflow=Overflow.LOSSLESS) as rx,
+        feed.subscribe(Trade, ["SPY"]) as trades,
+    ):
+        await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
+        conn, channel = channel_of(server, "Quote")
+        bad = f'{{"type":"FEED_DATA","channel":{channel},"data":["Quote",["SPY","x"]]}}'
+        for _ in range(500):
+            server.send_raw(conn, bad)
+        server.publish(Trade("SPY", price=1.0))  # frames arrive in order: this one comes last
+        with trio.fail_after(10):
+            await trades.receive()
+        assert rx.statistics().skipped == 500
+        assert len(rx._batches) == 1  # one gap marker, however many skips in a row
+        with pytest.raises(MalformedDataError):
+            rx.receive_nowait()
+        with pytest.raises(trio.WouldBlock):
+            rx.receive_nowait()
+
+
+async def test_a_huge_server_error_text_is_clipped(server: DXLinkServer) -> None:
+    with pytest.raises(ServerError) as info:
+        async with open_dxlink(server.url, reconnect=NO_RECONNECT):
+            await until(server, lambda: bool(server.live))
+            server.send_error(server.live[0].id, 0, "X" * 50_000, "y" * 200_000)
+            await trio.sleep_forever()
+    assert len(str(info.value)) < 1000
+    assert len(info.value.message) == 200_000  # the full text stays on the attribute

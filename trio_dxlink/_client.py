@@ -141,9 +141,7 @@ class DXLinkFeed:
     ) -> None:
         self._source = source
         self._settings = settings
-        self._reconnector = Reconnector(
-            policy, fixed_token=isinstance(source, FixedToken), rng=rng
-        )
+        self._reconnector = Reconnector(policy, fixed_token=isinstance(source, FixedToken), rng=rng)
         self._live: Live | None = None
         self._state = FeedState.CONNECTING
         self._state_changed = trio.Event()
@@ -365,9 +363,7 @@ class DXLinkFeed:
                     raise decision.error  # noqa: B904 - the decision chained it already
                 if decision.attempt:
                     self._reason = exc
-                    log.warning(
-                        "connection lost (%s); reconnect attempt %d", exc, decision.attempt
-                    )
+                    log.warning("connection lost (%s); reconnect attempt %d", exc, decision.attempt)
                 else:
                     log.warning("token rejected; fetching a fresh one and retrying once")
             if self._reconnector.connected_once:

@@ -762,7 +762,9 @@ class ClientConnection:
                     plan = self._decoder(channel, name)
                 except RemoteProtocolError as exc:  # an unusable field list
                     malformed = True
-                    out.append(self._skipped(channel.id, name, 0, str(exc)))
+                    width = len(channel.layout(name) or ()) or 1
+                    rows = -(-len(values) // width)
+                    out.append(self._skipped(channel.id, name, rows, str(exc)))
                     continue
                 if plan is None:
                     continue

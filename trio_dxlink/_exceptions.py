@@ -78,10 +78,15 @@ class ServerError(DXLinkError):
     """
 
     def __init__(self, code: str, message: str, channel: int = 0) -> None:
-        super().__init__(f"server error {code} on channel {channel}: {message}")
+        super().__init__(f"server error {_clip(code)} on channel {channel}: {_clip(message)}")
         self.code = code
         self.message = message
         self.channel = channel
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """The server's own text, cut short: it goes into messages and logs."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
 
 
 class ChannelError(ServerError):

@@ -146,8 +146,7 @@ class Reconnector:
                 return GiveUp(
                     _chained(
                         AuthenticationError(
-                            f"{error}: the session's last {self.rejected} tokens were all"
-                            " rejected"
+                            f"{error}: the session's last {self.rejected} tokens were all rejected"
                         ),
                         None,
                     )

@@ -117,9 +117,7 @@ class Live:
     def channel_for(self, event_type: str) -> int:
         cid = self.channel_of.get(event_type)
         if cid is None:
-            cid = self.core.open_channel(
-                accept_aggregation_period=self.settings.aggregation_period
-            )
+            cid = self.core.open_channel(accept_aggregation_period=self.settings.aggregation_period)
             self.channel_of[event_type] = cid
             self.type_of[cid] = event_type
         return cid

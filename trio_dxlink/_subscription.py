@@ -438,23 +438,22 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
 
     def _mark_gap(self) -> None:
         self._gaps += 1
-        self._notify_gap(
-            DataGapError(f"{self.event_type.__name__} events may be missing here")
-        )
+        self._notify_gap(DataGapError(f"{self.event_type.__name__} events may be missing here"))
 
     def _mark_skipped(self, events: int, reason: str) -> None:
         """The server sent data of this handle's type that could not be decoded."""
         self._skipped += events
         name = self.event_type.__name__
         what = f"{events} {name} event{'' if events == 1 else 's'}" if events else f"{name} data"
-        self._notify_gap(
-            MalformedDataError(f"skipped {what} the server sent malformed: {reason}")
-        )
+        self._notify_gap(MalformedDataError(f"skipped {what} the server sent malformed: {reason}"))
 
     def _notify_gap(self, error: DataGapError) -> None:
         if self.notify_gaps and self._error is None and not self._closed:
             if self._overflow is Overflow.LOSSLESS:
-                self._batches.append(error)  # raised in stream order, after what came before
+                # Raised in stream order, after what came before; gaps with no event between
+                # them are one gap (a server repeating bad data cannot grow the queue).
+                if not (self._batches and isinstance(self._batches[-1], DataGapError)):
+                    self._batches.append(error)
             elif self._gap_pending is None:
                 self._gap_pending = error
             self._lot.unpark_all()
