@@ -14,6 +14,7 @@ import psutil
 import pytest
 import trio
 
+from trio_dxlink import QuoteToken, ReconnectPolicy
 from trio_dxlink.testing import DXLinkServer, Market, ServerConfig, open_dxlink_server
 
 NOW = 1_700_000_000.0
@@ -127,3 +128,29 @@ async def start_serve(nursery: trio.Nursery, *flags: str) -> tuple[trio.Process,
     first = buffer.split(b"\n", 1)[0].decode()
     assert first.startswith("listening on ws://127.0.0.1:")
     return process, first.removeprefix("listening on ")
+
+
+FAST = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, jitter=0.0)
+"""Reconnects at once, for tests that drop connections."""
+
+
+async def until(server: DXLinkServer, predicate: object) -> None:
+    """Wait (at most 10 s) until ``predicate()`` holds after a change on ``server``."""
+    with trio.fail_after(10):
+        await server.wait_for(predicate)  # type: ignore[arg-type]
+
+
+class Session:
+    """A stand-in for a tastytrade session: hands out the given tokens in turn (the last one
+    forever), counts the calls."""
+
+    def __init__(self, url: str, tokens: list[str]) -> None:
+        self.url = url
+        self.tokens = tokens
+        self.calls = 0
+
+    async def get_quote_token(self) -> QuoteToken:
+        await trio.lowlevel.checkpoint()
+        token = self.tokens[min(self.calls, len(self.tokens) - 1)]
+        self.calls += 1
+        return QuoteToken(token, self.url)

@@ -36,7 +36,7 @@ from trio_dxlink._messages import (
 )
 from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
-from .conftest import pinned_market, task_count
+from .conftest import Session, pinned_market, task_count
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -113,21 +113,6 @@ async def test_bad_url_is_value_error() -> None:
     with pytest.raises(ValueError, match="ws://"):
         async with open_dxlink("http://127.0.0.1:1/"):
             pass
-
-
-class Session:
-    """A stand-in for a tastytrade session: hands out tokens, counts the calls."""
-
-    def __init__(self, url: str, tokens: list[str]) -> None:
-        self.url = url
-        self.tokens = tokens
-        self.calls = 0
-
-    async def get_quote_token(self) -> QuoteToken:
-        await trio.lowlevel.checkpoint()
-        token = self.tokens[min(self.calls, len(self.tokens) - 1)]
-        self.calls += 1
-        return QuoteToken(token, self.url)
 
 
 async def test_session_supplies_token_and_url(token_server: DXLinkServer) -> None:

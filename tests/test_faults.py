@@ -23,7 +23,6 @@ from trio_dxlink import (
     Overflow,
     Quote,
     QuoteToken,
-    ReconnectPolicy,
     ServerError,
     SubscriptionClosedError,
     Trade,
@@ -32,33 +31,12 @@ from trio_dxlink import (
 from trio_dxlink._messages import Keepalive
 from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
-from .conftest import pinned_market, task_count
+from .conftest import FAST, Session, pinned_market, task_count, until
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-FAST = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, jitter=0.0)
 REVOKED = '{"type":"AUTH_STATE","channel":0,"state":"UNAUTHORIZED"}'
-
-
-async def until(server: DXLinkServer, predicate: object) -> None:
-    with trio.fail_after(10):
-        await server.wait_for(predicate)  # type: ignore[arg-type]
-
-
-class Session:
-    """Hands out the given tokens in turn (the last one forever); counts the calls."""
-
-    def __init__(self, url: str, tokens: list[str]) -> None:
-        self.url = url
-        self.tokens = tokens
-        self.calls = 0
-
-    async def get_quote_token(self) -> QuoteToken:
-        await trio.lowlevel.checkpoint()
-        token = self.tokens[min(self.calls, len(self.tokens) - 1)]
-        self.calls += 1
-        return QuoteToken(token, self.url)
 
 
 def channel_of(server: DXLinkServer, event_type: str) -> tuple[int, int]:

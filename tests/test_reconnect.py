@@ -36,14 +36,7 @@ from trio_dxlink import (
 from trio_dxlink._messages import Auth, FeedSubscription, encode
 from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
-from .conftest import pinned_market, task_count
-
-FAST = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, jitter=0.0)
-
-
-async def until(server: DXLinkServer, predicate: object) -> None:
-    with trio.fail_after(10):
-        await server.wait_for(predicate)  # type: ignore[arg-type]
+from .conftest import FAST, pinned_market, task_count, until
 
 
 def subscription_messages(server: DXLinkServer, connection: int) -> list[FeedSubscription]:
