@@ -155,7 +155,7 @@ class DXLinkFeed:
         self._reconnects = 0
         self._losses = 0
         self._messages = 0
-        self._malformed = 0
+        self._malformed = 0  # by connections that have ended
         self._skipped = 0
         self._last_message: float | None = None
 
@@ -251,7 +251,8 @@ class DXLinkFeed:
             messages_received=self._messages,
             events_received=self._router.events,
             events_unrouted=self._router.unrouted,
-            malformed_messages=self._malformed,
+            malformed_messages=self._malformed
+            + (self._live.core.statistics.malformed_messages if self._live else 0),
             events_skipped=self._skipped,
             last_message_time=self._last_message,
             subscriptions=len(self._desired),
@@ -262,7 +263,6 @@ class DXLinkFeed:
     def _attach(self, handle: Subscription[Any]) -> None:
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
-        _check_event_type(handle.event_type)
         self._handles[handle] = None
         self._router.attach(handle)
         self._add_symbols(handle, handle.symbols)
@@ -303,6 +303,8 @@ class DXLinkFeed:
         return self._closing
 
     def connected(self, live: Live | None) -> None:
+        if self._live is not None:  # its counts become history
+            self._malformed += self._live.core.statistics.malformed_messages
         self._live = live
 
     def authorized(self) -> None:
@@ -318,21 +320,18 @@ class DXLinkFeed:
         self._router.dispatch(batch.event_type, batch.events, batch.symbols)
 
     def skipped(self, live: Live, skipped: c.DataSkipped) -> None:
-        malformed = live.core.statistics.malformed_messages
-        self._malformed += malformed - live.malformed
-        live.malformed = malformed
         self._skipped += skipped.events
         name = skipped.event_type
         if name is None and skipped.channel is not None:
             name = live.type_of.get(skipped.channel)
         if name is not None:
             for handle in self._router.handles(name):
-                handle._mark_skipped(skipped.events, skipped.reason)  # type: ignore[attr-defined]
+                handle._mark_skipped(skipped.events, skipped.reason)
 
     def channel_failed(self, event_type: str, error: ChannelError) -> None:
         log.warning("%s; failing the %s subscriptions on it", error, event_type)
         for handle in self._router.handles(event_type):
-            handle._fail(error)  # type: ignore[attr-defined]
+            handle._fail(error)
 
     # --- the connection loop ---
 

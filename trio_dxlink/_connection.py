@@ -488,6 +488,8 @@ class ClientConnection:
             return [self._skipped(None, None, 0, str(exc))]
         try:
             if obj["type"] == "FEED_DATA":
+                # The hot path skips building a FeedData message; the table still says in
+                # which states FEED_DATA is allowed.
                 if (self.state, m.FeedData) not in _HANDLERS:
                     raise RemoteProtocolError(f"unexpected FEED_DATA in state {self.state.value}")
                 data = obj.get("data")

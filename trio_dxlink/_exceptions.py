@@ -27,6 +27,8 @@ and chained with ``raise ... from``, so ``except DXLinkError`` is enough for cal
 
 from __future__ import annotations
 
+from ._util import clip
+
 __all__ = [
     "AuthenticationError",
     "CertificateError",
@@ -78,15 +80,10 @@ class ServerError(DXLinkError):
     """
 
     def __init__(self, code: str, message: str, channel: int = 0) -> None:
-        super().__init__(f"server error {_clip(code)} on channel {channel}: {_clip(message)}")
+        super().__init__(f"server error {clip(code)} on channel {channel}: {clip(message)}")
         self.code = code
         self.message = message
         self.channel = channel
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    """The server's own text, cut short: it goes into messages and logs."""
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
 
 
 class ChannelError(ServerError):

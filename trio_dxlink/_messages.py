@@ -25,7 +25,7 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._exceptions import RemoteProtocolError
-from ._util import describe
+from ._util import clip, describe
 
 __all__ = [
     "Auth",
@@ -409,5 +409,4 @@ _TOKEN_VALUE = re.compile(r'("token"\s*:\s*)"(?:[^"\\]|\\.)*"')
 def _clip(frame: str | bytes, limit: int = 200) -> str:
     """A short, token-free excerpt of a frame for error messages."""
     text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
-    text = _TOKEN_VALUE.sub(r'\1"<redacted>"', text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return clip(_TOKEN_VALUE.sub(r'\1"<redacted>"', text), limit)

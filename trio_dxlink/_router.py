@@ -37,6 +37,10 @@ class Receiver(Protocol):
 
     def _push(self, events: list[Any], symbols: list[str] | None = None) -> None: ...
 
+    def _mark_skipped(self, events: int, reason: str) -> None: ...
+
+    def _fail(self, error: BaseException) -> None: ...
+
 
 def _py_route(
     table: dict[str, Any], latest: dict[str, Event], symbols: list[str], events: list[Event]

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from . import _connection as c
@@ -72,27 +73,17 @@ class Host(Protocol):
         """The channel carrying ``event_type`` failed or was closed by the server."""
 
 
+@attrs.frozen(kw_only=True)
 class ConnectionSettings:
-    """What every connection of a feed is configured with."""
+    """What every connection of a feed is configured with (see :func:`open_dxlink`)."""
 
-    def __init__(
-        self,
-        *,
-        connector: Connector,
-        keepalive_timeout: float,
-        keepalive_interval: float,
-        handshake_timeout: float,
-        aggregation_period: float | None,
-        subscription_budget: int,
-        token_refresh_margin: float,
-    ) -> None:
-        self.connector = connector
-        self.keepalive_timeout = keepalive_timeout
-        self.keepalive_interval = keepalive_interval
-        self.handshake_timeout = handshake_timeout
-        self.aggregation_period = aggregation_period
-        self.subscription_budget = subscription_budget
-        self.token_refresh_margin = token_refresh_margin
+    connector: Connector
+    keepalive_timeout: float
+    keepalive_interval: float
+    handshake_timeout: float
+    aggregation_period: float | None
+    subscription_budget: int
+    token_refresh_margin: float
 
 
 class Live:
@@ -106,7 +97,6 @@ class Live:
         self.type_of: dict[int, str] = {}
         self.wakeup = trio.Event()
         self.rearm = trio.Event()
-        self.malformed = 0  # the core's malformed-message count already reported
 
     def wake(self) -> None:
         self.wakeup.set()

@@ -11,7 +11,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["LogLimiter", "collapse", "describe", "raise_single", "unwrap_group"]
+__all__ = ["LogLimiter", "clip", "collapse", "describe", "raise_single", "unwrap_group"]
 
 
 def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -85,6 +85,12 @@ class unwrap_group:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, BaseExceptionGroup) and collapse(exc) is not exc:
             raise_single(exc)
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was (a peer's text for
+    messages and logs)."""
+    return text if len(text) <= limit else text[:limit] + f"\u2026 ({len(text)} chars)"
 
 
 _DESCRIBE_DEPTH = 3
