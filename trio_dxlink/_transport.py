@@ -46,7 +46,7 @@ import trio
 import trio_websocket
 
 from ._exceptions import CertificateError, ConnectError, ConnectionClosedError, MessageTooBigError
-from ._util import _leaves, describe, unwrap_group
+from ._util import _leaves, clip, describe, unwrap_group
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -334,7 +334,7 @@ def _reason(exc: BaseException) -> str:
         details = str(cause) if cause is not None else ""
     if details and details not in text:
         text += f" ({details})"
-    return text if len(text) <= 300 else text[:299] + "…"
+    return clip(text, 300)
 
 
 def _root(exc: BaseException) -> BaseException:
