@@ -137,6 +137,36 @@ def websocket_connector(
             default_context.append(ssl.create_default_context())
         return default_context[0]
 
+    async def open_stream(target: _Target) -> trio.abc.Stream:
+        return await _open_stream(target, tls_context() if target.tls else None)
+
+    return connector_over_streams(
+        open_stream,
+        max_message_size=max_message_size,
+        message_queue_size=message_queue_size,
+        receive_buffer_size=receive_buffer_size,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=disconnect_timeout,
+    )
+
+
+StreamOpener = Callable[["_Target"], Awaitable[trio.abc.Stream]]
+"""Opens the byte stream a WebSocket runs over, to a parsed ``ws://``/``wss://`` URL."""
+
+
+def connector_over_streams(
+    open_stream: StreamOpener,
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    message_queue_size: int = 16,
+    receive_buffer_size: int = 64 * 1024,
+    connect_timeout: float = 30.0,
+    disconnect_timeout: float = 5.0,
+) -> Connector:
+    """A :data:`Connector` speaking trio-websocket over whatever byte stream ``open_stream``
+    returns: TCP/TLS for :func:`websocket_connector`, a memory stream for the test server's
+    in-memory connector (``trio_dxlink.testing``). The stream is owned and closed here."""
+
     @asynccontextmanager
     async def connect(url: str) -> AsyncIterator[Transport]:
         target = _Target.parse(url)
@@ -148,9 +178,7 @@ def websocket_connector(
                     ws: trio_websocket.WebSocketConnection | None = None
                     with trio.move_on_after(connect_timeout):
                         try:
-                            stream = await _open_stream(
-                                target, tls_context() if target.tls else None
-                            )
+                            stream = await open_stream(target)
                         except (OSError, trio.BrokenResourceError) as exc:
                             raise _connect_error(target.safe, exc) from exc
                         ws = await reader.upgrade(
