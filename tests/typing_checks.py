@@ -8,7 +8,8 @@ from __future__ import annotations
 import trio
 from typing_extensions import assert_type
 
-from trio_dxlink import Candle, DXLinkFeed, Quote, Subscription
+import trio_dxlink
+from trio_dxlink import Candle, DXLinkFeed, Quote, Subscription, Token, TokenSource, open_dxlink
 
 
 async def subscription_types(feed: DXLinkFeed) -> None:
@@ -33,3 +34,23 @@ async def handles_are_receive_channels(feed: DXLinkFeed) -> None:
         channel: trio.abc.ReceiveChannel[Quote] = rx
         assert_type(await channel.receive(), Quote)
         assert_type(rx.receive_nowait(), Quote)
+
+
+class _Tokens:
+    async def get_token(self) -> Token:
+        return Token("t", "wss://example/dxlink", expires_at=None)
+
+
+class _OldTokens:
+    async def get_quote_token(self) -> tuple[str, str]:
+        return ("t", "wss://example/dxlink")
+
+
+async def token_sources() -> None:
+    source: TokenSource = _Tokens()
+    async with open_dxlink(source) as feed:
+        assert_type(feed, DXLinkFeed)
+    async with open_dxlink(_OldTokens()) as feed:  # deprecated, still accepted
+        assert_type(feed, DXLinkFeed)
+    old: trio_dxlink.QuoteToken = Token("t", "wss://example/dxlink")
+    assert_type(old.token, str)

@@ -14,6 +14,9 @@ Quick start::
     trio.run(main)
 """
 
+import warnings
+from typing import TYPE_CHECKING, Any, TypeAlias
+
 from ._candle import (
     CandleAlignment,
     CandlePeriod,
@@ -28,9 +31,9 @@ from ._client import (
     DXLinkFeed,
     FeedState,
     FeedStatistics,
-    QuoteToken,
-    QuoteTokenSource,
     ReconnectPolicy,
+    Token,
+    TokenSource,
     open_dxlink,
 )
 from ._exceptions import (
@@ -83,6 +86,31 @@ from .events import (
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # the deprecated names, for type checkers (at run time: __getattr__ below)
+    from ._tokens import LegacyTokenSource
+
+    QuoteToken: TypeAlias = Token
+    QuoteTokenSource: TypeAlias = LegacyTokenSource
+
+_DEPRECATED_NAMES = {"QuoteToken": "Token", "QuoteTokenSource": "TokenSource"}
+
+
+def __getattr__(name: str) -> Any:
+    """The names deprecated in 0.2: ``QuoteToken`` (now :class:`Token`) and
+    ``QuoteTokenSource`` (now :class:`TokenSource`, whose method is ``get_token``)."""
+    if name in _DEPRECATED_NAMES:
+        new = _DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"trio_dxlink.{name} is deprecated; use trio_dxlink.{new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from . import _tokens
+
+        return _tokens.Token if name == "QuoteToken" else _tokens.LegacyTokenSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "EVENT_TYPES",
     "NO_RECONNECT",
@@ -120,8 +148,6 @@ __all__ = [
     "Profile",
     "ProtocolError",
     "Quote",
-    "QuoteToken",
-    "QuoteTokenSource",
     "ReconnectPolicy",
     "RemoteProtocolError",
     "Series",
@@ -136,6 +162,8 @@ __all__ = [
     "TheoPrice",
     "TimeAndSale",
     "TimeSeriesEvent",
+    "Token",
+    "TokenSource",
     "Trade",
     "TradeETH",
     "Transport",
