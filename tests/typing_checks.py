@@ -9,7 +9,18 @@ import trio
 from typing_extensions import assert_type
 
 import trio_dxlink
-from trio_dxlink import Candle, DXLinkFeed, Quote, Subscription, Token, TokenSource, open_dxlink
+from trio_dxlink import (
+    Candle,
+    DXLinkFeed,
+    Event,
+    Quote,
+    Subscription,
+    Token,
+    TokenSource,
+    event_class,
+    open_dxlink,
+)
+from trio_dxlink.events import event_type
 
 
 async def subscription_types(feed: DXLinkFeed) -> None:
@@ -54,3 +65,18 @@ async def token_sources() -> None:
         assert_type(feed, DXLinkFeed)
     old: trio_dxlink.QuoteToken = Token("t", "wss://example/dxlink")
     assert_type(old.token, str)
+
+
+@event_type("Message")
+class Message(Event):
+    event_symbol: str
+    event_time: int = 0
+    attachment: str | None = None
+
+
+async def declared_event_types(feed: DXLinkFeed) -> None:
+    message = Message("NEWS", attachment="hi")
+    assert_type(message.attachment, str | None)
+    async with feed.subscribe(Message, ["NEWS"]) as rx:
+        assert_type(await rx.receive(), Message)
+    assert_type(event_class("Message"), type[Event])

@@ -120,7 +120,7 @@ def _check_event_type(event_type: object) -> None:
     if known is not event_type:
         raise TypeError(
             f"{event_type.__name__} is not a registered event type (a subclass of an event"
-            " class is not one by itself)"
+            " class is not one by itself; declare it with trio_dxlink.events.event_type)"
         )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 E = TypeVar("E", bound=Event)
+
+log = logging.getLogger("trio_dxlink")
 
 RowDecoder = Callable[[list[Any]], list[Event]]
 """Decodes one COMPACT value array (N rows back to back) into N events."""
@@ -331,7 +334,10 @@ def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecode
     speedups are built (falling back to Python for errors), else the Python one."""
     decoder = _py_row_decoder(cls, layout)
     if speedups is not None:
-        return _with_speedups(cls, layout, decoder)
+        try:
+            return _with_speedups(cls, layout, decoder)
+        except (TypeError, ValueError) as exc:  # a class the C decoder cannot fill
+            log.debug("no C row decoder for %s: %s", cls.EVENT_TYPE, exc)
     return decoder
 
 

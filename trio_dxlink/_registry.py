@@ -138,13 +138,19 @@ _DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _is_classvar(annotation: object) -> bool:
+    if isinstance(annotation, str):
+        return annotation.replace(" ", "").removeprefix("typing.").startswith("ClassVar")
+    return annotation is typing.ClassVar or typing.get_origin(annotation) is typing.ClassVar
+
+
 def _promised(base: type[Event]) -> dict[str, str]:
     """The fields every subclass of ``base`` must declare, with their canonical annotations."""
     promised: dict[str, str] = {}
     for klass in reversed(base.__mro__):
         if klass in _BASES:
             for name, annotation in inspect.get_annotations(klass).items():
-                if not str(annotation).startswith("ClassVar"):
+                if not _is_classvar(annotation):
                     promised[name] = _canonical(annotation) or str(annotation)
     return promised
 
@@ -176,6 +182,8 @@ def _check(cls: object, name: object, wire_names: Mapping[str, str]) -> dict[str
         raise fail(f"it may not define {', '.join(reserved)} (the event machinery does)")
     fields: dict[str, str] = {}
     for field, annotation in inspect.get_annotations(cls).items():
+        if _is_classvar(annotation):
+            continue
         canonical = _canonical(annotation)
         if canonical is None or (canonical == "str" and field != "event_symbol"):
             raise fail(
