@@ -14,7 +14,7 @@ import psutil
 import pytest
 import trio
 
-from trio_dxlink import QuoteToken, ReconnectPolicy
+from trio_dxlink import ReconnectPolicy, Token
 from trio_dxlink.testing import DXLinkServer, Market, ServerConfig, open_dxlink_server
 
 NOW = 1_700_000_000.0
@@ -149,8 +149,8 @@ class Session:
         self.tokens = tokens
         self.calls = 0
 
-    async def get_quote_token(self) -> QuoteToken:
+    async def get_token(self) -> Token:
         await trio.lowlevel.checkpoint()
         token = self.tokens[min(self.calls, len(self.tokens) - 1)]
         self.calls += 1
-        return QuoteToken(token, self.url)
+        return Token(token, self.url)

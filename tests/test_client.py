@@ -19,10 +19,10 @@ from trio_dxlink import (
     Order,
     Overflow,
     Quote,
-    QuoteToken,
     ReconnectPolicy,
     ServerError,
     SubscriptionClosedError,
+    Token,
     Trade,
     open_dxlink,
 )
@@ -97,7 +97,7 @@ async def test_token_never_in_reprs_or_errors(token_server: DXLinkServer) -> Non
         async with open_dxlink(token_server.url, token="hunter2-token"):
             pass
     assert "hunter2-token" not in repr(info.value) + str(info.value)
-    assert "hunter2-token" not in repr(QuoteToken("hunter2-token", "ws://x"))
+    assert "hunter2-token" not in repr(Token("hunter2-token", "ws://x"))
     assert "hunter2-token" not in repr(token_server.connection(1).received)
 
 

@@ -22,9 +22,9 @@ from trio_dxlink import (
     MalformedDataError,
     Overflow,
     Quote,
-    QuoteToken,
     ServerError,
     SubscriptionClosedError,
+    Token,
     Trade,
     open_dxlink,
 )
@@ -93,10 +93,10 @@ async def test_renewal_refused_by_the_server_is_retried_with_a_fresh_token(
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
 
         class Expiring(Session):
-            async def get_quote_token(self) -> QuoteToken:
-                token = await super().get_quote_token()
+            async def get_token(self) -> Token:
+                token = await super().get_token()
                 expires = time.time() + 1000 if self.calls == 1 else 1e12
-                return QuoteToken(token.token, token.url, expires_at=expires)
+                return Token(token.token, token.url, expires_at=expires)
 
         session = Expiring(srv.url, ["secret"])
         async with open_dxlink(

@@ -28,8 +28,8 @@ from trio_dxlink import (
     KeepaliveTimeoutError,
     Overflow,
     Quote,
-    QuoteToken,
     ReconnectPolicy,
+    Token,
     Trade,
     open_dxlink,
 )
@@ -168,10 +168,10 @@ class ExpiringSession:
         self.lifetime = lifetime
         self.calls = 0
 
-    async def get_quote_token(self) -> QuoteToken:
+    async def get_token(self) -> Token:
         await trio.lowlevel.checkpoint()
         self.calls += 1
-        return QuoteToken("secret", self.url, expires_at=time.time() + self.lifetime)
+        return Token("secret", self.url, expires_at=time.time() + self.lifetime)
 
 
 async def test_token_renewed_before_expiry_without_losing_subscriptions(
@@ -405,7 +405,7 @@ class FlakySession:
         self.failures = failures
         self.calls = 0
 
-    async def get_quote_token(self) -> tuple[str, str]:
+    async def get_token(self) -> tuple[str, str]:
         await trio.lowlevel.checkpoint()
         self.calls += 1
         if self.calls in self.failures:
@@ -438,12 +438,12 @@ async def test_a_session_failing_at_first_is_a_connect_error(server: DXLinkServe
 
 
 class BadSession:
-    async def get_quote_token(self) -> Any:
+    async def get_token(self) -> Any:
         await trio.lowlevel.checkpoint()
         return "just-a-token"
 
 
 async def test_a_session_returning_nonsense_is_an_authentication_error() -> None:
-    with pytest.raises(AuthenticationError, match="must return a QuoteToken"):
+    with pytest.raises(AuthenticationError, match="must return a Token"):
         async with open_dxlink(BadSession()):
             pass

@@ -8,7 +8,19 @@ from __future__ import annotations
 import trio
 from typing_extensions import assert_type
 
-from trio_dxlink import Candle, DXLinkFeed, Quote, Subscription
+import trio_dxlink
+from trio_dxlink import (
+    Candle,
+    DXLinkFeed,
+    Event,
+    Quote,
+    Subscription,
+    Token,
+    TokenSource,
+    event_class,
+    open_dxlink,
+)
+from trio_dxlink.events import event_type
 
 
 async def subscription_types(feed: DXLinkFeed) -> None:
@@ -33,3 +45,38 @@ async def handles_are_receive_channels(feed: DXLinkFeed) -> None:
         channel: trio.abc.ReceiveChannel[Quote] = rx
         assert_type(await channel.receive(), Quote)
         assert_type(rx.receive_nowait(), Quote)
+
+
+class _Tokens:
+    async def get_token(self) -> Token:
+        return Token("t", "wss://example/dxlink", expires_at=None)
+
+
+class _OldTokens:
+    async def get_quote_token(self) -> tuple[str, str]:
+        return ("t", "wss://example/dxlink")
+
+
+async def token_sources() -> None:
+    source: TokenSource = _Tokens()
+    async with open_dxlink(source) as feed:
+        assert_type(feed, DXLinkFeed)
+    async with open_dxlink(_OldTokens()) as feed:  # deprecated, still accepted
+        assert_type(feed, DXLinkFeed)
+    old: trio_dxlink.QuoteToken = Token("t", "wss://example/dxlink")
+    assert_type(old.token, str)
+
+
+@event_type("Message")
+class Message(Event):
+    event_symbol: str
+    event_time: int = 0
+    attachment: str | None = None
+
+
+async def declared_event_types(feed: DXLinkFeed) -> None:
+    message = Message("NEWS", attachment="hi")
+    assert_type(message.attachment, str | None)
+    async with feed.subscribe(Message, ["NEWS"]) as rx:
+        assert_type(await rx.receive(), Message)
+    assert_type(event_class("Message"), type[Event])

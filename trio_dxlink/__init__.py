@@ -14,6 +14,9 @@ Quick start::
     trio.run(main)
 """
 
+import warnings
+from typing import TYPE_CHECKING, Any, TypeAlias
+
 from ._candle import (
     CandleAlignment,
     CandlePeriod,
@@ -28,9 +31,9 @@ from ._client import (
     DXLinkFeed,
     FeedState,
     FeedStatistics,
-    QuoteToken,
-    QuoteTokenSource,
     ReconnectPolicy,
+    Token,
+    TokenSource,
     open_dxlink,
 )
 from ._exceptions import (
@@ -41,6 +44,7 @@ from ._exceptions import (
     ConnectionClosedError,
     DataGapError,
     DXLinkError,
+    EventDeclarationError,
     GaveUpError,
     KeepaliveTimeoutError,
     LocalProtocolError,
@@ -77,11 +81,37 @@ from .events import (
     TradeETH,
     Underlying,
     event_class,
+    event_type,
     sequence_from_index,
     time_from_index,
 )
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # the deprecated names, for type checkers (at run time: __getattr__ below)
+    from ._tokens import LegacyTokenSource
+
+    QuoteToken: TypeAlias = Token
+    QuoteTokenSource: TypeAlias = LegacyTokenSource
+
+_DEPRECATED_NAMES = {"QuoteToken": "Token", "QuoteTokenSource": "TokenSource"}
+
+
+def __getattr__(name: str) -> Any:
+    """The names deprecated in 0.2: ``QuoteToken`` (now :class:`Token`) and
+    ``QuoteTokenSource`` (now :class:`TokenSource`, whose method is ``get_token``)."""
+    if name in _DEPRECATED_NAMES:
+        new = _DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"trio_dxlink.{name} is deprecated; use trio_dxlink.{new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from . import _tokens
+
+        return _tokens.Token if name == "QuoteToken" else _tokens.LegacyTokenSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EVENT_TYPES",
@@ -104,6 +134,7 @@ __all__ = [
     "DXLinkError",
     "DXLinkFeed",
     "Event",
+    "EventDeclarationError",
     "EventFlag",
     "FeedState",
     "FeedStatistics",
@@ -120,8 +151,6 @@ __all__ = [
     "Profile",
     "ProtocolError",
     "Quote",
-    "QuoteToken",
-    "QuoteTokenSource",
     "ReconnectPolicy",
     "RemoteProtocolError",
     "Series",
@@ -136,12 +165,15 @@ __all__ = [
     "TheoPrice",
     "TimeAndSale",
     "TimeSeriesEvent",
+    "Token",
+    "TokenSource",
     "Trade",
     "TradeETH",
     "Transport",
     "Underlying",
     "__version__",
     "event_class",
+    "event_type",
     "normalize_candle_symbol",
     "open_dxlink",
     "sequence_from_index",

@@ -41,7 +41,7 @@ from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
 from ._router import Router
 from ._runner import ConnectionSettings, Live, run_connection
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
-from ._tokens import FixedToken, QuoteToken, QuoteTokenSource
+from ._tokens import FixedToken, LegacyTokenSource, Token, TokenSource, as_token_source
 from ._transport import Connector, websocket_connector
 from ._util import raise_single
 from .events import Event, IndexedEvent, TimeSeriesEvent, event_class
@@ -54,9 +54,9 @@ __all__ = [
     "DXLinkFeed",
     "FeedState",
     "FeedStatistics",
-    "QuoteToken",
-    "QuoteTokenSource",
     "ReconnectPolicy",
+    "Token",
+    "TokenSource",
     "open_dxlink",
 ]
 
@@ -120,7 +120,7 @@ def _check_event_type(event_type: object) -> None:
     if known is not event_type:
         raise TypeError(
             f"{event_type.__name__} is not a registered event type (a subclass of an event"
-            " class is not one by itself)"
+            " class is not one by itself; declare it with trio_dxlink.events.event_type)"
         )
 
 
@@ -133,7 +133,7 @@ class DXLinkFeed:
 
     def __init__(
         self,
-        source: QuoteTokenSource,
+        source: TokenSource,
         settings: ConnectionSettings,
         policy: ReconnectPolicy,
         *,
@@ -395,7 +395,7 @@ class DXLinkFeed:
 
 @asynccontextmanager
 async def open_dxlink(
-    target: str | QuoteTokenSource,
+    target: str | TokenSource | LegacyTokenSource,
     token: str | None = None,
     *,
     reconnect: ReconnectPolicy | None = None,
@@ -412,8 +412,9 @@ async def open_dxlink(
     """Connect to a DXLink server and keep the connection up for the duration of the block.
 
     ``target`` is either a ``ws://`` / ``wss://`` URL (with ``token``, if the server needs one)
-    or a :class:`QuoteTokenSource` such as a tastytrade session, asked for a fresh token and URL
-    before every connection.
+    or a :class:`TokenSource` such as a tastytrade session, asked for a fresh token and URL
+    before every connection. (An object with only the deprecated ``get_quote_token`` method is
+    accepted too, with a :class:`DeprecationWarning`.)
 
     The block is entered once the server has authorized the connection. A rejected token raises
     :class:`AuthenticationError`; an unreachable server :class:`ConnectError`. A connection lost
@@ -437,16 +438,16 @@ async def open_dxlink(
     """
     if connector is not None and ssl_context is not None:
         raise TypeError("pass ssl_context= to the connector, not to open_dxlink, with connector=")
+    source: TokenSource | None
     if isinstance(target, str):
         if not target.startswith(("ws://", "wss://")):
             raise ValueError(f"DXLink URL must start with ws:// or wss://, got {target!r}")
-        source: QuoteTokenSource = FixedToken(target, token)
-    elif isinstance(target, QuoteTokenSource):
+        source = FixedToken(target, token)
+    elif (source := as_token_source(target)) is not None:
         if token is not None:
             raise TypeError("token= is only for a URL target; a session supplies its own")
-        source = target
     else:
-        raise TypeError(f"target must be a URL or a QuoteTokenSource, got {target!r}")
+        raise TypeError(f"target must be a URL or a TokenSource, got {target!r}")
     for name, value in (
         ("keepalive_timeout", keepalive_timeout),
         ("keepalive_interval", keepalive_interval),

@@ -1,8 +1,8 @@
 """How dxLink wire values become event fields, and back.
 
 This module is the one place that defines the mapping. Each event field has a *kind* taken from
-its annotation (double, long, string, boolean); the kind decides how a wire value is checked and
-converted:
+its annotation (double, long, string, boolean; ``trio_dxlink._registry`` says which annotation
+has which); the kind decides how a wire value is checked and converted:
 
 * double: JSON numbers, or the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; ``null`` is
   read as NaN. Ints become floats.
@@ -27,9 +27,9 @@ type, field and value.
 
 from __future__ import annotations
 
-import enum
 import itertools
 import linecache
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -40,6 +40,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ._accel import speedups
 from ._exceptions import RemoteProtocolError
+from ._registry import Kind, field_kind
 from ._util import describe
 from .events import Event
 
@@ -56,26 +57,11 @@ __all__ = [
 
 E = TypeVar("E", bound=Event)
 
+log = logging.getLogger("trio_dxlink")
+
 RowDecoder = Callable[[list[Any]], list[Event]]
 """Decodes one COMPACT value array (N rows back to back) into N events."""
 
-
-class Kind(enum.Enum):
-    """The wire kind of an event field."""
-
-    DOUBLE = "double"
-    LONG = "long"
-    STRING = "string"
-    BOOL = "bool"
-
-
-_ANNOTATION_KINDS = {
-    "float": Kind.DOUBLE,
-    "int": Kind.LONG,
-    "str | None": Kind.STRING,
-    "str": Kind.STRING,
-    "bool": Kind.BOOL,
-}
 
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -88,10 +74,13 @@ def field_kinds(cls: type[Event]) -> dict[str, Kind]:
     cached = _KINDS.get(cls)
     if cached is not None:
         return cached
-    kinds = _KINDS[cls] = {}
+    kinds: dict[str, Kind] = {}
     for f in attrs.fields(cls):  # type: ignore[arg-type]
-        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        kinds[f.name] = _ANNOTATION_KINDS[str(annotation)]
+        kind = field_kind(f.type)
+        if kind is None:
+            raise TypeError(f"{cls.__name__}.{f.name} has no wire kind (not an event class?)")
+        kinds[f.name] = kind
+    _KINDS[cls] = kinds
     return kinds
 
 
@@ -266,12 +255,12 @@ def _twin_for(cls: type[Event]) -> type:
     """The slot-holding base of ``cls``: same layout, no frozen ``__setattr__``.
 
     The compiled decoder fills one with plain attribute stores and then re-labels it as
-    ``cls`` (see ``trio_dxlink.events._event``). The result is an ordinary frozen instance of
+    ``cls`` (see ``trio_dxlink._registry._build``). The result is an ordinary frozen instance of
     ``cls``: it compares, hashes, pickles and refuses mutation like any other.
     """
     (storage,) = cls.__bases__
     if storage.__dict__.get("__slots__") != tuple(attrs.fields_dict(cls)):  # type: ignore[arg-type]
-        raise TypeError(f"{cls.__name__} was not built by trio_dxlink.events._event")
+        raise TypeError(f"{cls.__name__} was not declared with trio_dxlink.events.event_type")
     return storage
 
 
@@ -345,7 +334,10 @@ def _compile_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> RowDecode
     speedups are built (falling back to Python for errors), else the Python one."""
     decoder = _py_row_decoder(cls, layout)
     if speedups is not None:
-        return _with_speedups(cls, layout, decoder)
+        try:
+            return _with_speedups(cls, layout, decoder)
+        except (TypeError, ValueError) as exc:  # a class the C decoder cannot fill
+            log.debug("no C row decoder for %s: %s", cls.EVENT_TYPE, exc)
     return decoder
 
 

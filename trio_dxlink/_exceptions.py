@@ -20,6 +20,7 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
     │   │   └── MalformedDataError        (opt-in) the server sent undecodable data; it was skipped
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
+    └── EventDeclarationError         (also a TypeError) an event type declared wrongly
 
 Foreign errors (trio-websocket's, orjson's, cattrs') are translated into these at one boundary
 and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectionClosedError",
     "DataGapError",
     "DXLinkError",
+    "EventDeclarationError",
     "GaveUpError",
     "KeepaliveTimeoutError",
     "LocalProtocolError",
@@ -182,4 +184,14 @@ class CertificateError(ConnectError):
     Not retried: a certificate the client does not trust will not become trusted by waiting.
     Pass an ``ssl.SSLContext`` that trusts it (``ssl_context=`` on :func:`open_dxlink` or the
     connectors).
+    """
+
+
+class EventDeclarationError(DXLinkError, TypeError):
+    """An event class declared with :func:`trio_dxlink.events.event_type` breaks a rule.
+
+    For example: it is not a subclass of :class:`~trio_dxlink.Event` (or of
+    :class:`~trio_dxlink.IndexedEvent` / :class:`~trio_dxlink.TimeSeriesEvent`), it lacks
+    ``event_symbol`` or another field its base class promises, a field has a type the wire
+    cannot carry, or its name is already taken. Raised when the class is declared, never later.
     """

@@ -32,7 +32,7 @@ from ._connection import ClientConnection
 from ._exceptions import ChannelError, ConnectionClosedError, ServerError
 from ._messages import SubscriptionEntry
 from ._reconnect import TokenRejected
-from ._tokens import QuoteToken, QuoteTokenSource, fetch_token, renewal_delay
+from ._tokens import Token, TokenSource, fetch_token, renewal_delay
 from ._transport import Connector, Transport
 from ._util import unwrap_group
 
@@ -127,7 +127,7 @@ class Live:
 async def run_connection(
     host: Host,
     settings: ConnectionSettings,
-    source: QuoteTokenSource,
+    source: TokenSource,
     task_status: trio.TaskStatus[None],
     authorized_at: list[float],
 ) -> None:
@@ -144,8 +144,8 @@ async def run_connection(
 async def _run_on(
     host: Host,
     settings: ConnectionSettings,
-    source: QuoteTokenSource,
-    token: QuoteToken,
+    source: TokenSource,
+    token: Token,
     task_status: trio.TaskStatus[None],
     authorized_at: list[float],
 ) -> None:
@@ -253,7 +253,7 @@ async def _keepalive(live: Live) -> None:
             live.wake()
 
 
-async def _renewer(live: Live, source: QuoteTokenSource, token: QuoteToken) -> None:
+async def _renewer(live: Live, source: TokenSource, token: Token) -> None:
     margin = live.settings.token_refresh_margin
     while (delay := renewal_delay(token, time.time(), margin)) is not None:
         await trio.sleep(delay)

@@ -2,13 +2,18 @@
 
 A connection needs a token and the URL it is valid for. Either the user gave both (a URL and
 ``token=``: :class:`FixedToken`), or an object hands them out on request (a
-:class:`QuoteTokenSource`, such as a tastytrade session), asked before every connection and
-again before a token expires. :func:`fetch_token` asks, and turns whatever goes wrong into the
+:class:`TokenSource`, such as a tastytrade session), asked before every connection and again
+before a token expires. :func:`fetch_token` asks, and turns whatever goes wrong into the
 library's errors; :func:`renewal_delay` says when to ask again.
+
+The names before 0.2, ``QuoteToken``, ``QuoteTokenSource`` and its ``get_quote_token`` method
+(tastytrade's word for the token), still work, with a :class:`DeprecationWarning`:
+:func:`as_token_source` adapts an object that only has ``get_quote_token``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -16,11 +21,19 @@ import trio
 
 from ._exceptions import AuthenticationError, ConnectError, DXLinkError
 
-__all__ = ["FixedToken", "QuoteToken", "QuoteTokenSource", "fetch_token", "renewal_delay"]
+__all__ = [
+    "FixedToken",
+    "LegacyTokenSource",
+    "Token",
+    "TokenSource",
+    "as_token_source",
+    "fetch_token",
+    "renewal_delay",
+]
 
 
 @attrs.frozen
-class QuoteToken:
+class Token:
     """A DXLink token and where to use it.
 
     Attributes:
@@ -36,15 +49,55 @@ class QuoteToken:
 
 
 @runtime_checkable
-class QuoteTokenSource(Protocol):
+class TokenSource(Protocol):
     """Anything that can hand out DXLink tokens: a tastytrade session, for example.
 
-    ``get_quote_token`` is called before every connection attempt and before a token expires. It
-    returns a :class:`QuoteToken` or a ``(token, url)`` pair.
+    ``get_token`` is called before every connection attempt and before a token expires. It
+    returns a :class:`Token` or a ``(token, url)`` pair.
     """
 
-    async def get_quote_token(self) -> QuoteToken | tuple[str, str]:
+    async def get_token(self) -> Token | tuple[str, str]:
         """A current token and the DXLink URL to use it on."""
+
+
+@runtime_checkable
+class LegacyTokenSource(Protocol):
+    """The token source protocol before 0.2 (deprecated; exported as ``QuoteTokenSource``).
+
+    Implement :class:`TokenSource` (``get_token``) instead.
+    """
+
+    async def get_quote_token(self) -> Token | tuple[str, str]:
+        """A current token and the DXLink URL to use it on."""
+
+
+@attrs.frozen
+class _LegacyAdapter:
+    """A :class:`TokenSource` over an object that only has ``get_quote_token``."""
+
+    legacy: LegacyTokenSource
+
+    async def get_token(self) -> Token | tuple[str, str]:
+        return await self.legacy.get_quote_token()
+
+
+def as_token_source(target: object) -> TokenSource | None:
+    """``target`` as a :class:`TokenSource`, or ``None`` if it is not one.
+
+    An object with only the deprecated ``get_quote_token`` method is adapted, with a
+    :class:`DeprecationWarning`.
+    """
+    if isinstance(target, TokenSource):
+        return target
+    if isinstance(target, LegacyTokenSource):
+        warnings.warn(
+            f"{type(target).__name__}.get_quote_token() is deprecated: name the method"
+            " get_token() (the trio_dxlink.TokenSource protocol)",
+            DeprecationWarning,
+            stacklevel=4,  # as_token_source ← open_dxlink ← contextlib ← the user's code
+        )
+        return _LegacyAdapter(target)
+    return None
 
 
 @attrs.frozen
@@ -54,12 +107,12 @@ class FixedToken:
     url: str
     token: str | None = attrs.field(repr=False)
 
-    async def get_quote_token(self) -> QuoteToken | tuple[str, str]:
+    async def get_token(self) -> Token | tuple[str, str]:
         await trio.lowlevel.checkpoint()
-        return QuoteToken(self.token or "", self.url)
+        return Token(self.token or "", self.url)
 
 
-async def fetch_token(source: QuoteTokenSource) -> QuoteToken:
+async def fetch_token(source: TokenSource) -> Token:
     """Ask ``source`` for a token.
 
     Raises:
@@ -68,7 +121,7 @@ async def fetch_token(source: QuoteTokenSource) -> QuoteToken:
             ``ws://``/``wss://`` URL.
     """
     try:
-        token = await source.get_quote_token()
+        token = await source.get_token()
     except (trio.Cancelled, DXLinkError):
         raise
     except Exception as exc:
@@ -76,21 +129,21 @@ async def fetch_token(source: QuoteTokenSource) -> QuoteToken:
             f"the session could not supply a token: {type(exc).__name__}: {exc}"
         ) from exc
     if isinstance(token, tuple) and len(token) == 2:
-        token = QuoteToken(*token)
+        token = Token(*token)
     if not (
-        isinstance(token, QuoteToken)
+        isinstance(token, Token)
         and isinstance(token.token, str)
         and isinstance(token.url, str)
         and token.url.startswith(("ws://", "wss://"))
     ):
         raise AuthenticationError(
-            "get_quote_token() must return a QuoteToken or a (token, url) pair with a"
+            "get_token() must return a Token or a (token, url) pair with a"
             f" ws:// or wss:// URL, not a {type(token).__name__}"
         )
     return token
 
 
-def renewal_delay(token: QuoteToken, now: float, margin: float) -> float | None:
+def renewal_delay(token: Token, now: float, margin: float) -> float | None:
     """Seconds from ``now`` (epoch) until ``token`` should be renewed; ``None``: never."""
     if token.expires_at is None:
         return None

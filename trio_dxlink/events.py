@@ -14,15 +14,33 @@ Indexed events (:class:`IndexedEvent`: Order, TimeAndSale, Candle, Greeks, ...) 
 ``event_flags`` and ``index``; :class:`EventFlag` and the helpers on the class read them. For
 time-series events the ``index`` packs the event time and a sequence number
 (:func:`time_from_index`, :func:`sequence_from_index`).
+
+dxFeed has more event types than these; :func:`event_type` declares one, so a feed can
+subscribe to it (see "Event types trio_dxlink does not ship" in the usage guide).
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
-import attrs
+from ._eventbase import (
+    Event,
+    EventFlag,
+    IndexedEvent,
+    TimeSeriesEvent,
+    index_from_time,
+    sequence_from_index,
+    time_from_index,
+)
+from ._exceptions import EventDeclarationError
+from ._registry import event_class, event_type
+
+if TYPE_CHECKING:
+    from attrs import frozen as _event
+else:
+    from ._registry import shipped_event as _event
 
 __all__ = [
     "AnalyticOrder",
@@ -30,6 +48,7 @@ __all__ = [
     "Event",
     "EventFlag",
     "EVENT_TYPES",
+    "EventDeclarationError",
     "Greeks",
     "IndexedEvent",
     "Order",
@@ -55,23 +74,13 @@ __all__ = [
     "IcebergType",
     "Underlying",
     "event_class",
+    "event_type",
+    "index_from_time",
     "sequence_from_index",
     "time_from_index",
 ]
 
 NAN = math.nan
-
-
-class EventFlag(enum.IntFlag):
-    """Bits of ``event_flags`` on indexed events (see the protocol reference, §6.4)."""
-
-    TX_PENDING = 0x01
-    REMOVE_EVENT = 0x02
-    SNAPSHOT_BEGIN = 0x04
-    SNAPSHOT_END = 0x08
-    SNAPSHOT_SNIP = 0x10
-    SNAPSHOT_MODE = 0x40
-    REMOVE_SYMBOL = 0x80
 
 
 class Side(str, enum.Enum):
@@ -155,165 +164,6 @@ class IcebergType(str, enum.Enum):
     UNDEFINED = "UNDEFINED"
     NATIVE = "NATIVE"
     SYNTHETIC = "SYNTHETIC"
-
-
-def time_from_index(index: int) -> int:
-    """The epoch-millisecond time packed into a time-series event's ``index``."""
-    return (index >> 32) * 1000 + ((index >> 22) & 0x3FF)
-
-
-def sequence_from_index(index: int) -> int:
-    """The 22-bit sequence number packed into a time-series event's ``index``."""
-    return index & 0x3FFFFF
-
-
-def index_from_time(time_ms: int, sequence: int = 0) -> int:
-    """Pack an epoch-millisecond time and a sequence into a time-series ``index``."""
-    if not 0 <= sequence <= 0x3FFFFF:
-        raise ValueError(f"sequence {sequence} does not fit in 22 bits")
-    seconds, millis = divmod(time_ms, 1000)
-    return (seconds << 32) | (millis << 22) | sequence
-
-
-class Event:
-    """Base class of every market event.
-
-    Class attributes:
-        EVENT_TYPE: the dxLink event type name (``"Quote"``).
-        WIRE_NAMES: dxLink field name for each attribute, in declaration order.
-    """
-
-    __slots__ = ()
-
-    EVENT_TYPE: ClassVar[str]
-    WIRE_NAMES: ClassVar[dict[str, str]]
-
-    event_symbol: str
-    event_time: int
-
-    @classmethod
-    def wire_fields(cls) -> tuple[str, ...]:
-        """The dxLink field names to request for this type in FEED_SETUP, in order."""
-        return tuple(cls.WIRE_NAMES.values())
-
-
-class IndexedEvent(Event):
-    """An event that lives in a collection keyed by ``index`` (orders, time series).
-
-    ``event_flags`` tells how the event relates to snapshots and transactions.
-    """
-
-    __slots__ = ()
-
-    event_flags: int
-    index: int
-
-    @property
-    def flags(self) -> EventFlag:
-        """``event_flags`` as an :class:`EventFlag`."""
-        return EventFlag(self.event_flags & 0xFF)
-
-    @property
-    def tx_pending(self) -> bool:
-        """A transaction spanning several events is still in progress."""
-        return bool(self.event_flags & EventFlag.TX_PENDING)
-
-    @property
-    def remove_event(self) -> bool:
-        """This event deletes the entry with the same ``index``."""
-        return bool(self.event_flags & EventFlag.REMOVE_EVENT)
-
-    @property
-    def snapshot_begin(self) -> bool:
-        """This event starts a new snapshot."""
-        return bool(self.event_flags & EventFlag.SNAPSHOT_BEGIN)
-
-    @property
-    def snapshot_end(self) -> bool:
-        """This event ends a snapshot (all data sent)."""
-        return bool(self.event_flags & EventFlag.SNAPSHOT_END)
-
-    @property
-    def snapshot_snip(self) -> bool:
-        """This event ends a snapshot that was cut short by a data limit."""
-        return bool(self.event_flags & EventFlag.SNAPSHOT_SNIP)
-
-
-class TimeSeriesEvent(IndexedEvent):
-    """An indexed event whose ``index`` encodes its time (Candle, TimeAndSale, Greeks, ...)."""
-
-    __slots__ = ()
-
-    time: int
-    sequence: int
-
-    @property
-    def index_time(self) -> int:
-        """The epoch-millisecond time encoded in ``index``."""
-        return time_from_index(self.index)
-
-    @property
-    def index_sequence(self) -> int:
-        """The sequence number encoded in ``index``."""
-        return sequence_from_index(self.index)
-
-
-_WIRE_OVERRIDES = {
-    "vwap": "VWAP",
-    "high_52_week_price": "high52WeekPrice",
-    "low_52_week_price": "low52WeekPrice",
-}
-
-
-def _camel(name: str) -> str:
-    if name in _WIRE_OVERRIDES:
-        return _WIRE_OVERRIDES[name]
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-_REGISTRY: dict[str, type[Event]] = {}
-
-
-class _NaN:
-    """Stands in for NaN when events are compared, so that equal-looking events are equal."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _NaN)
-
-    def __hash__(self) -> int:
-        return 0x7FF8
-
-
-_NAN_KEY = _NaN()
-
-
-def _float_key(value: float) -> object:
-    return _NAN_KEY if value != value else value
-
-
-if TYPE_CHECKING:
-    from attrs import frozen as _event
-else:
-
-    def _event(cls: type[Any]) -> type[Any]:
-        """Make ``cls`` a frozen, slotted attrs class whose slots live in a private base.
-
-        ``Quote`` ends up as ``Quote(_QuoteFields(Event))``: ``_QuoteFields`` holds the slots and
-        nothing else, ``Quote`` adds attrs' frozen methods and no storage. Both share one memory
-        layout, so the COMPACT decoder (``trio_dxlink._codec``) can fill a ``_QuoteFields`` with
-        plain attribute stores and re-label it a ``Quote`` cheaply. Users only ever see
-        ``Quote``, which behaves exactly like any frozen attrs class.
-        """
-        names = tuple(cls.__annotations__)
-        for name, annotation in cls.__annotations__.items():
-            if annotation == "float":  # NaN-aware equality and hashing for doubles
-                setattr(cls, name, attrs.field(default=getattr(cls, name), eq=_float_key))
-        storage = type(f"_{cls.__name__}Fields", cls.__bases__, {"__slots__": names})
-        storage.__module__ = cls.__module__
-        body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-        rebuilt = type(cls)(cls.__name__, (storage,), body)
-        return attrs.frozen(slots=True, weakref_slot=False)(rebuilt)
 
 
 @_event
@@ -681,23 +531,4 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OptionSale,
     Series,
 )
-"""Every event class trio_dxlink knows, in catalog order."""
-
-for _cls in EVENT_TYPES:
-    _cls.EVENT_TYPE = _cls.__name__
-    _cls.WIRE_NAMES = {f.name: _camel(f.name) for f in attrs.fields(_cls)}  # type: ignore[arg-type]
-    _REGISTRY[_cls.__name__] = _cls
-del _cls
-
-
-def event_class(name: str) -> type[Event]:
-    """The event class for a dxLink event type name (``"Quote"`` → :class:`Quote`).
-
-    Raises:
-        KeyError: the name is not an event type trio_dxlink knows.
-    """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown event type {name!r}; known types: {known}") from None
+"""Every event class trio_dxlink ships, in catalog order (:func:`event_type` declares more)."""
