@@ -1,4 +1,4 @@
-"""Tests for trio_dxlink._candle: dxFeed candle symbol building, parsing and normalisation."""
+"""Tests for trio_dxlink.symbols: dxFeed candle symbol building, parsing and normalisation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_dxlink._candle import (
+from trio_dxlink.symbols import (
     CandleAlignment,
     CandlePeriod,
     CandlePrice,

@@ -14,15 +14,6 @@ Quick start::
     trio.run(main)
 """
 
-from ._candle import (
-    CandleAlignment,
-    CandlePeriod,
-    CandlePrice,
-    CandleSession,
-    CandleSymbol,
-    CandleType,
-    normalize_candle_symbol,
-)
 from ._client import (
     NO_RECONNECT,
     DXLinkFeed,
@@ -52,6 +43,7 @@ from ._exceptions import (
     SlowConsumerError,
     SubscriptionClosedError,
     SubscriptionError,
+    SymbolError,
 )
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
@@ -79,6 +71,15 @@ from .events import (
     event_class,
     sequence_from_index,
     time_from_index,
+)
+from .symbols import (
+    CandleAlignment,
+    CandlePeriod,
+    CandlePrice,
+    CandleSession,
+    CandleSymbol,
+    CandleType,
+    normalize_candle_symbol,
 )
 
 __version__ = "0.1.0"
@@ -132,6 +133,7 @@ __all__ = [
     "SubscriptionClosedError",
     "SubscriptionError",
     "SubscriptionStatistics",
+    "SymbolError",
     "Summary",
     "TheoPrice",
     "TimeAndSale",
