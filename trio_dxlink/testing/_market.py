@@ -401,7 +401,7 @@ class Market:
         option = parse_option_symbol(symbol)
         if option is not None:
             kind = "Call" if option.is_call else "Put"
-            description = f"{option.root} {option.expiration.isoformat()} {option.strike} {kind}"
+            description = f"{option.root} {option.expiration.isoformat()} {option.strike:f} {kind}"
         else:
             description = f"{base_symbol(symbol)} Simulated Instrument"
         return Profile(
