@@ -1,4 +1,4 @@
-"""Tests for trio_dxlink._candle: dxFeed candle symbol building, parsing and normalisation."""
+"""Tests for trio_dxlink.symbols: dxFeed candle symbol building, parsing and normalisation."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_dxlink._candle import (
+from trio_dxlink import DXLinkError
+from trio_dxlink.symbols import (
     CandleAlignment,
     CandlePeriod,
     CandlePrice,
     CandleSession,
     CandleSymbol,
     CandleType,
+    SymbolError,
     normalize_candle_symbol,
 )
 
@@ -475,11 +477,43 @@ def test_construct_extra_rejects(extra: list[tuple[str, str]], match: str) -> No
     ],
 )
 def test_parse_errors(text: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match) as info:
+    with pytest.raises(SymbolError, match=match) as info:
         CandleSymbol.parse(text)
     assert str(info.value).startswith(f"invalid candle symbol {text!r}: ")
-    with pytest.raises(ValueError, match=match):
+    assert isinstance(info.value, DXLinkError)
+    assert isinstance(info.value, ValueError)  # what callers caught before SymbolError existed
+    with pytest.raises(SymbolError, match=match):
         normalize_candle_symbol(text)
+
+
+def test_constructor_errors_are_symbol_errors() -> None:
+    with pytest.raises(SymbolError, match="empty base symbol"):
+        CandleSymbol("")
+    with pytest.raises(SymbolError, match="unknown candle price"):
+        CandleSymbol("AAPL", price="open")
+    with pytest.raises(SymbolError, match="must be positive and finite"):
+        CandlePeriod(0, "m")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", 30_000),
+        ("5m", 300_000),
+        ("0.5h", 1_800_000),
+        ("2h", 7_200_000),
+        ("d", 86_400_000),
+        ("2w", 14 * 86_400_000),
+        ("t", None),
+        ("100v", None),
+        ("mo", None),
+        ("o", None),
+        ("y", None),
+        ("pr", None),
+    ],
+)
+def test_period_milliseconds(text: str, expected: int | None) -> None:
+    assert CandlePeriod.parse(text).milliseconds == expected
 
 
 # --- Property: str(parse(str(sym))) == str(sym) ------------------------------------------------

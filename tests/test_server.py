@@ -1006,7 +1006,7 @@ def test_option_greeks_and_theo_price() -> None:
 def test_symbol_parsing() -> None:
     option = parse_option_symbol(".SPXW240119P4975.5")
     assert option is not None
-    assert (option.root, option.expiry.isoformat(), option.is_call, option.strike) == (
+    assert (option.root, option.expiration.isoformat(), option.is_call, option.strike) == (
         "SPXW",
         "2024-01-19",
         False,

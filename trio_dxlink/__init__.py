@@ -17,15 +17,6 @@ Quick start::
 import warnings
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._candle import (
-    CandleAlignment,
-    CandlePeriod,
-    CandlePrice,
-    CandleSession,
-    CandleSymbol,
-    CandleType,
-    normalize_candle_symbol,
-)
 from ._client import (
     NO_RECONNECT,
     DXLinkFeed,
@@ -56,6 +47,7 @@ from ._exceptions import (
     SlowConsumerError,
     SubscriptionClosedError,
     SubscriptionError,
+    SymbolError,
 )
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
@@ -84,6 +76,15 @@ from .events import (
     event_type,
     sequence_from_index,
     time_from_index,
+)
+from .symbols import (
+    CandleAlignment,
+    CandlePeriod,
+    CandlePrice,
+    CandleSession,
+    CandleSymbol,
+    CandleType,
+    normalize_candle_symbol,
 )
 
 __version__ = "0.1.0"
@@ -161,6 +162,7 @@ __all__ = [
     "SubscriptionClosedError",
     "SubscriptionError",
     "SubscriptionStatistics",
+    "SymbolError",
     "Summary",
     "TheoPrice",
     "TimeAndSale",

@@ -15,6 +15,7 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   ├── MessageTooBigError        a message exceeded the agreed size (close code 1009)
     │   └── GaveUpError               reconnecting stopped; ``__cause__`` is the last failure
     ├── AuthenticationError           the token was rejected (or none could be obtained)
+    ├── SymbolError                   a malformed symbol (also a ``ValueError``)
     ├── SubscriptionError             a subscription handle cannot go on
     │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
     │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
@@ -50,6 +51,7 @@ __all__ = [
     "SlowConsumerError",
     "SubscriptionClosedError",
     "SubscriptionError",
+    "SymbolError",
 ]
 
 
@@ -116,6 +118,14 @@ class GaveUpError(ConnectionClosedError):
 
 class AuthenticationError(DXLinkError):
     """The server rejected the token, or the session could not supply one."""
+
+
+class SymbolError(DXLinkError, ValueError):
+    """A symbol (candle, option, future...) or one of its parts is malformed.
+
+    Raised by the parsers and constructors of :mod:`trio_dxlink.symbols`. It is also a
+    :class:`ValueError`, so ``except ValueError`` keeps working.
+    """
 
 
 class SubscriptionError(DXLinkError):

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from ._accel import speedups
-from ._candle import normalize_candle_symbol
 from .events import Candle, Event
+from .symbols import normalize_candle_symbol
 
 __all__ = ["Receiver", "Router"]
 

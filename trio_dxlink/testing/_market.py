@@ -8,7 +8,8 @@
   ask and add to the day's volume, ``Summary`` reports the day's open/high/low/last consistently
   with those prints, ``Profile`` holds fixed reference data;
 * option symbols such as ``.SPY250117C500`` are priced with Black-Scholes from their underlying's
-  mid (``TheoPrice``, ``Greeks``, and ``Quote`` around the theoretical price);
+  mid (``TheoPrice``, ``Greeks``, and ``Quote`` around the theoretical price); the underlying is
+  the option's root;
 * candle symbols such as ``AAPL{=5m}`` or ``AAPL{=1d,tho=true}`` get OHLC bars of that period:
   :meth:`Market.history` builds them backwards from the live bar, :meth:`Market.step` updates the
   live bar.
@@ -24,9 +25,9 @@ Events the server publishes are recorded here too (:meth:`Market.update`): the l
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import random
-import re
 import time
 import zlib
 from collections.abc import Callable
@@ -48,6 +49,9 @@ from ..events import (
     Underlying,
     index_from_time,
 )
+from ..symbols import CandleSymbol, OptionSymbol, SymbolError, base_symbol
+from ._instrument import DAY_MS, YEAR_MS, Instrument, cents
+from ._pricing import RATE, Valuation, black_scholes
 
 __all__ = [
     "SIMULATED_TYPES",
@@ -59,12 +63,9 @@ __all__ = [
 
 _SECOND_MS = 1000
 _MINUTE_MS = 60 * _SECOND_MS
-_DAY_MS = 86_400_000
-_WEEK_MS = 7 * _DAY_MS
-_YEAR_MS = 365 * _DAY_MS
-_FIRST_MONDAY_MS = 4 * _DAY_MS  # 1970-01-05, where weekly candles are aligned
+_WEEK_MS = 7 * DAY_MS
+_FIRST_MONDAY_MS = 4 * DAY_MS  # 1970-01-05, where weekly candles are aligned
 _EXPIRY_CLOSE_MS = 21 * 3_600_000  # options expire at 16:00 New York, about 21:00 UTC
-_RATE = 0.04  # risk-free rate for option pricing
 _SERIES_LIMIT = 10_000  # time-series events kept per (type, symbol)
 
 SIMULATED_TYPES: frozenset[str] = frozenset(
@@ -86,75 +87,30 @@ SIMULATED_TYPES: frozenset[str] = frozenset(
 
 # --- symbols ----------------------------------------------------------------------------------
 
-_OPTION = re.compile(
-    r"^\.(?P<root>[A-Z][A-Z0-9]*?)(?P<expiry>\d{6})(?P<kind>[CP])(?P<strike>\d+(?:\.\d+)?)$"
-)
-_CANDLE = re.compile(r"^(?P<base>[^{]*)\{(?P<attributes>[^}]*)\}$")
-_PERIOD = re.compile(r"^(?P<count>\d*\.?\d*)(?P<unit>[a-z]+)$")
-_UNITS = {
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), _SECOND_MS),
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), _MINUTE_MS),
-    **dict.fromkeys(("h", "hr", "hour", "hours"), 60 * _MINUTE_MS),
-    **dict.fromkeys(("d", "day", "days"), _DAY_MS),
-    **dict.fromkeys(("w", "wk", "week", "weeks"), _WEEK_MS),
-}
 
-
-@attrs.frozen
-class OptionSymbol:
-    """The parts of an option symbol such as ``.SPY250117C500``."""
-
-    root: str
-    expiry: datetime.date
-    is_call: bool
-    strike: float
-
-
+@functools.lru_cache(maxsize=4096)
 def parse_option_symbol(symbol: str) -> OptionSymbol | None:
-    """Parse ``.ROOT``/``YYMMDD``/``C|P``/strike; ``None`` if ``symbol`` is not one."""
-    match = _OPTION.match(symbol)
-    if match is None:
-        return None
+    """:meth:`OptionSymbol.parse <trio_dxlink.symbols.OptionSymbol.parse>`, or ``None`` if
+    ``symbol`` is not an option's streamer symbol (``.SPY250117C500``)."""
     try:
-        expiry = datetime.datetime.strptime(match["expiry"], "%y%m%d").date()
-    except ValueError:
+        return OptionSymbol.parse(symbol)
+    except SymbolError:
         return None
-    strike = float(match["strike"])
-    if strike <= 0:
-        return None
-    return OptionSymbol(match["root"], expiry, match["kind"] == "C", strike)
 
 
+@functools.lru_cache(maxsize=4096)
 def candle_period_ms(symbol: str) -> int:
-    """The bar length of a candle symbol (``AAPL{=5m}`` → 300000), one minute if unparseable.
+    """The bar length of a candle symbol (``AAPL{=5m}`` → 300000).
 
-    The period is the attribute with an empty key: an optional number and a unit ``s``, ``m``,
-    ``h``, ``d`` or ``w`` (longer spellings such as ``min`` or ``days`` work too).
+    One minute if the symbol does not parse or its period has no fixed length (ticks, months;
+    see :attr:`CandlePeriod.milliseconds <trio_dxlink.symbols.CandlePeriod.milliseconds>`).
     """
-    match = _CANDLE.match(symbol)
-    if match is None:
+    try:
+        period = CandleSymbol.parse(symbol).period
+    except SymbolError:
         return _MINUTE_MS
-    for attribute in match["attributes"].split(","):
-        key, _, value = attribute.partition("=")
-        if key.strip():
-            continue
-        period = _PERIOD.match(value.strip().lower())
-        if period is None or period["unit"] not in _UNITS:
-            return _MINUTE_MS
-        try:
-            count = float(period["count"]) if period["count"] else 1.0
-        except ValueError:
-            return _MINUTE_MS
-        length = int(count * _UNITS[period["unit"]])
-        return length if length > 0 else _MINUTE_MS
-    return _MINUTE_MS
-
-
-def _candle_base(symbol: str) -> str:
-    """``AAPL&Q{=5m}`` → ``AAPL``: the instrument whose price a candle symbol follows."""
-    match = _CANDLE.match(symbol)
-    base = match["base"] if match else symbol
-    return base.split("&", 1)[0] or symbol
+    length = None if period is None else period.milliseconds
+    return _MINUTE_MS if length is None else length
 
 
 def _lot(symbol: str) -> int:
@@ -166,87 +122,6 @@ def _bar_start(time_ms: int, period_ms: int) -> int:
     if period_ms % _WEEK_MS == 0:
         return (time_ms - _FIRST_MONDAY_MS) // period_ms * period_ms + _FIRST_MONDAY_MS
     return time_ms // period_ms * period_ms
-
-
-# --- option pricing ---------------------------------------------------------------------------
-
-
-def _norm_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _norm_pdf(x: float) -> float:
-    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-@attrs.frozen
-class _Valuation:
-    price: float
-    delta: float
-    gamma: float
-    theta: float  # per calendar day
-    vega: float  # per volatility point
-    rho: float  # per rate point
-
-
-def _black_scholes(
-    spot: float, strike: float, years: float, vol: float, is_call: bool
-) -> _Valuation:
-    years = max(years, 1.0 / (365 * 24))
-    root_t = math.sqrt(years)
-    d1 = (math.log(spot / strike) + (_RATE + vol * vol / 2) * years) / (vol * root_t)
-    d2 = d1 - vol * root_t
-    discount = math.exp(-_RATE * years)
-    pdf = _norm_pdf(d1)
-    decay = -spot * pdf * vol / (2 * root_t)
-    if is_call:
-        price = spot * _norm_cdf(d1) - strike * discount * _norm_cdf(d2)
-        delta = _norm_cdf(d1)
-        theta = decay - _RATE * strike * discount * _norm_cdf(d2)
-        rho = strike * years * discount * _norm_cdf(d2)
-    else:
-        price = strike * discount * _norm_cdf(-d2) - spot * _norm_cdf(-d1)
-        delta = _norm_cdf(d1) - 1.0
-        theta = decay + _RATE * strike * discount * _norm_cdf(-d2)
-        rho = -strike * years * discount * _norm_cdf(-d2)
-    return _Valuation(
-        price=max(price, 0.0),
-        delta=min(max(delta, -1.0), 1.0),
-        gamma=pdf / (spot * vol * root_t),
-        theta=theta / 365,
-        vega=spot * pdf * root_t / 100,
-        rho=rho / 100,
-    )
-
-
-# --- per-symbol state -------------------------------------------------------------------------
-
-
-@attrs.define
-class _Instrument:
-    """What the market remembers about one symbol."""
-
-    rng: random.Random
-    mid: float
-    volatility: float  # annualised, also the implied volatility of its options
-    walked_at: int  # ms: the walk's position in time
-    day_id: int
-    prev_close: float
-    day_open: float
-    day_high: float
-    day_low: float
-    last_price: float = math.nan
-    last_tick: str = "ZERO"
-    day_volume: float = 0.0
-    day_turnover: float = 0.0
-    prev_day_volume: float = 0.0
-    sequence: int = 0
-    call_volume: float = 0.0
-    put_volume: float = 0.0
-
-
-def _cents(price: float) -> float:
-    return round(price, 2)
 
 
 class Market:
@@ -261,7 +136,7 @@ class Market:
     def __init__(self, seed: int = 0, clock: Callable[[], float] = time.time) -> None:
         self.seed = seed
         self.clock = clock
-        self._instruments: dict[str, _Instrument] = {}
+        self._instruments: dict[str, Instrument] = {}
         self._latest: dict[tuple[str, str], Event] = {}
         self._series: dict[tuple[str, str], dict[int, TimeSeriesEvent]] = {}
         self._stamps: dict[tuple[str, str], tuple[int, int]] = {}
@@ -373,50 +248,16 @@ class Market:
         text = ":".join(str(part) for part in (self.seed, *parts))
         return random.Random(zlib.crc32(text.encode()))
 
-    def _instrument(self, symbol: str, now: int, mid: float | None = None) -> _Instrument:
+    def _instrument(self, symbol: str, now: int, mid: float | None = None) -> Instrument:
         """The state of ``symbol``, created on first use (at ``mid``, or a seeded price)."""
         inst = self._instruments.get(symbol)
         if inst is None:
             rng = self._rng("instrument", symbol)
-            seeded = _cents(math.exp(rng.uniform(math.log(10), math.log(500))))
-            price = seeded if mid is None else mid
-            prev_close = max(0.01, _cents(price * (1 + rng.gauss(0, 0.01))))
-            inst = _Instrument(
-                rng=rng,
-                mid=price,
-                volatility=round(rng.uniform(0.15, 0.45), 4),
-                walked_at=now,
-                day_id=now // _DAY_MS,
-                prev_close=prev_close,
-                day_open=_cents(price),
-                day_high=_cents(max(price, prev_close)),
-                day_low=_cents(min(price, prev_close)),
-                prev_day_volume=float(rng.randint(1_000, 50_000) * _lot(symbol)),
-            )
+            inst = Instrument.seeded(rng, now, mid=mid, lot=_lot(symbol))
             self._instruments[symbol] = inst
         return inst
 
-    def _walk(self, inst: _Instrument, now: int) -> None:
-        """Move the mid along its random walk to time ``now``."""
-        elapsed = now - inst.walked_at
-        if elapsed > 0:
-            sigma = inst.volatility * math.sqrt(elapsed / _YEAR_MS)
-            inst.mid = max(0.01, inst.mid * math.exp(inst.rng.gauss(0.0, sigma)))
-            inst.walked_at = now
-
-    def _roll(self, inst: _Instrument, now: int) -> None:
-        """Start a new trading day when ``now`` is past the instrument's day; track the range."""
-        day = now // _DAY_MS
-        if day > inst.day_id:
-            last = inst.last_price if math.isfinite(inst.last_price) else inst.mid
-            inst.prev_close = _cents(last)
-            inst.prev_day_volume = inst.day_volume
-            inst.day_id = day
-            inst.day_open = inst.day_high = inst.day_low = _cents(inst.mid)
-            inst.day_volume = inst.day_turnover = 0.0
-            inst.last_price = math.nan
-
-    def _state(self, symbol: str, now: int) -> _Instrument:
+    def _state(self, symbol: str, now: int) -> Instrument:
         """The instrument of ``symbol`` with its mid brought to ``now``.
 
         A candle symbol follows its base symbol; an option has its own state (volume, day range)
@@ -424,27 +265,28 @@ class Market:
         """
         option = parse_option_symbol(symbol)
         if option is None:
-            inst = self._instrument(_candle_base(symbol), now)
-            self._walk(inst, now)
-            self._roll(inst, now)
-            inst.day_high = max(inst.day_high, _cents(inst.mid))
-            inst.day_low = min(inst.day_low, _cents(inst.mid))
+            inst = self._instrument(base_symbol(symbol), now)
+            inst.walk(now)
+            inst.roll(now)
+            inst.day_high = max(inst.day_high, cents(inst.mid))
+            inst.day_low = min(inst.day_low, cents(inst.mid))
             return inst
         theo = self._valuation(option, now).price
         inst = self._instrument(symbol, now, mid=theo)
         inst.mid = theo
         inst.walked_at = now
-        self._roll(inst, now)
+        inst.roll(now)
         return inst
 
-    def _valuation(self, option: OptionSymbol, now: int) -> _Valuation:
+    def _valuation(self, option: OptionSymbol, now: int) -> Valuation:
         underlying = self._instrument(option.root, now)
-        self._walk(underlying, now)
-        expiry = datetime.datetime.combine(option.expiry, datetime.time(), datetime.timezone.utc)
+        underlying.walk(now)
+        midnight = datetime.time(tzinfo=datetime.timezone.utc)
+        expiry = datetime.datetime.combine(option.expiration, midnight)
         expiry_ms = int(expiry.timestamp() * 1000) + _EXPIRY_CLOSE_MS
-        years = (expiry_ms - now) / _YEAR_MS
-        return _black_scholes(
-            underlying.mid, option.strike, years, underlying.volatility, option.is_call
+        years = (expiry_ms - now) / YEAR_MS
+        return black_scholes(
+            underlying.mid, float(option.strike), years, underlying.volatility, option.is_call
         )
 
     def _stamp(self, event_type: str, symbol: str, now: int) -> tuple[int, int]:
@@ -457,12 +299,12 @@ class Market:
 
     # --- builders ---
 
-    def _bid_ask(self, symbol: str, inst: _Instrument) -> tuple[float, float]:
+    def _bid_ask(self, symbol: str, inst: Instrument) -> tuple[float, float]:
         wide = parse_option_symbol(symbol) is not None
-        half = max(0.01, _cents(inst.mid * (0.02 if wide else 0.0001)))
-        bid = max(0.0, _cents(inst.mid - half))
-        ask = max(_cents(inst.mid + half), bid + 0.01)
-        return bid, _cents(ask)
+        half = max(0.01, cents(inst.mid * (0.02 if wide else 0.0001)))
+        bid = max(0.0, cents(inst.mid - half))
+        ask = max(cents(inst.mid + half), bid + 0.01)
+        return bid, cents(ask)
 
     def _quote(self, symbol: str, now: int) -> Quote:
         inst = self._state(symbol, now)
@@ -481,11 +323,11 @@ class Market:
             ask_size=float(inst.rng.randint(1, 50) * 100),
         )
 
-    def _print(self, symbol: str, now: int) -> tuple[_Instrument, float, float, float, float]:
+    def _print(self, symbol: str, now: int) -> tuple[Instrument, float, float, float, float]:
         """A trade print inside the current bid/ask: (state, price, size, bid, ask)."""
         inst = self._state(symbol, now)
         bid, ask = self._bid_ask(symbol, inst)
-        price = min(max(_cents(inst.rng.uniform(bid, ask)), bid), ask)
+        price = min(max(cents(inst.rng.uniform(bid, ask)), bid), ask)
         size = float(inst.rng.randint(1, 20) * _lot(symbol))
         if math.isfinite(inst.last_price) and price != inst.last_price:
             inst.last_tick = "UP" if price > inst.last_price else "DOWN"
@@ -505,7 +347,7 @@ class Market:
             sequence=inst.sequence,
             exchange_code="Q",
             price=price,
-            change=_cents(price - inst.prev_close),
+            change=cents(price - inst.prev_close),
             size=size,
             day_id=inst.day_id,
             day_volume=inst.day_volume,
@@ -559,18 +401,18 @@ class Market:
         option = parse_option_symbol(symbol)
         if option is not None:
             kind = "Call" if option.is_call else "Put"
-            description = f"{option.root} {option.expiry.isoformat()} {option.strike:g} {kind}"
+            description = f"{option.root} {option.expiration.isoformat()} {option.strike:f} {kind}"
         else:
-            description = f"{_candle_base(symbol)} Simulated Instrument"
+            description = f"{base_symbol(symbol)} Simulated Instrument"
         return Profile(
             event_symbol=symbol,
             description=description,
             short_sale_restriction="INACTIVE",
             trading_status="ACTIVE",
-            high_limit_price=_cents(inst.mid * 1.1),
-            low_limit_price=_cents(inst.mid * 0.9),
-            high_52_week_price=_cents(max(inst.mid, inst.day_high) * rng.uniform(1.05, 1.6)),
-            low_52_week_price=_cents(min(inst.mid, inst.day_low) * rng.uniform(0.5, 0.95)),
+            high_limit_price=cents(inst.mid * 1.1),
+            low_limit_price=cents(inst.mid * 0.9),
+            high_52_week_price=cents(max(inst.mid, inst.day_high) * rng.uniform(1.05, 1.6)),
+            low_52_week_price=cents(min(inst.mid, inst.day_low) * rng.uniform(0.5, 0.95)),
             beta=round(rng.uniform(0.5, 1.8), 2),
             earnings_per_share=round(rng.uniform(-2.0, 12.0), 2),
             dividend_frequency=4.0,
@@ -580,13 +422,13 @@ class Market:
             free_float=float(rng.randint(5, 4_000) * 1_000_000),
         )
 
-    def _option_figures(self, symbol: str, now: int) -> tuple[float, _Valuation]:
+    def _option_figures(self, symbol: str, now: int) -> tuple[float, Valuation]:
         """(underlying price, valuation); a non-option is valued as the underlying itself."""
         option = parse_option_symbol(symbol)
         if option is not None:
             return self._state(option.root, now).mid, self._valuation(option, now)
         inst = self._state(symbol, now)
-        return inst.mid, _Valuation(inst.mid, 1.0, 0.0, 0.0, 0.0, 0.0)
+        return inst.mid, Valuation(inst.mid, 1.0, 0.0, 0.0, 0.0, 0.0)
 
     def _greeks(self, symbol: str, now: int) -> Greeks:
         _, value = self._option_figures(symbol, now)
@@ -620,7 +462,7 @@ class Market:
             delta=round(value.delta, 6),
             gamma=round(value.gamma, 6),
             dividend=0.0,
-            interest=_RATE,
+            interest=RATE,
         )
 
     def _underlying(self, symbol: str, now: int) -> Underlying:
@@ -646,11 +488,11 @@ class Market:
     def _make_bar(self, symbol: str, start: int, period: int, *, close: float) -> Candle:
         """A finished bar starting at ``start`` that closes at ``close``."""
         rng = self._rng("candle", symbol, start)
-        vol = self._instrument(_candle_base(symbol), start).volatility
-        sigma = vol * math.sqrt(period / _YEAR_MS)
-        open_ = max(0.01, _cents(close * math.exp(-rng.gauss(0.0, sigma))))
-        high = max(open_, close, _cents(max(open_, close) * (1 + abs(rng.gauss(0, sigma / 2)))))
-        low = min(open_, close, _cents(min(open_, close) * (1 - abs(rng.gauss(0, sigma / 2)))))
+        vol = self._instrument(base_symbol(symbol), start).volatility
+        sigma = vol * math.sqrt(period / YEAR_MS)
+        open_ = max(0.01, cents(close * math.exp(-rng.gauss(0.0, sigma))))
+        high = max(open_, close, cents(max(open_, close) * (1 + abs(rng.gauss(0, sigma / 2)))))
+        low = min(open_, close, cents(min(open_, close) * (1 - abs(rng.gauss(0, sigma / 2)))))
         low = max(low, 0.01)
         volume = float(rng.randint(1, 500) * 100)
         bid_volume = float(round(volume * rng.uniform(0.3, 0.7)))
@@ -676,7 +518,7 @@ class Market:
         bar = self._series.get(("Candle", symbol), {}).get(index_from_time(start))
         if isinstance(bar, Candle):
             return bar
-        close = _cents(self._state(symbol, now).mid)
+        close = cents(self._state(symbol, now).mid)
         bar = self._make_bar(symbol, start, period, close=close)
         self.update(bar)
         return bar
@@ -685,8 +527,8 @@ class Market:
         period = candle_period_ms(symbol)
         start = _bar_start(now, period)
         stored = self._series.get(("Candle", symbol), {})
-        price = _cents(self._state(symbol, now).mid)
-        inst = self._instrument(_candle_base(symbol), now)
+        price = cents(self._state(symbol, now).mid)
+        inst = self._instrument(base_symbol(symbol), now)
         lot = float(inst.rng.randint(1, 20) * 100)
         bar = stored.get(index_from_time(start))
         if isinstance(bar, Candle):

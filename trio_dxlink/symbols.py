@@ -1,6 +1,22 @@
-"""dxFeed candle symbols: build, parse and normalise ``base[&X]{key=value,...}``.
+"""Market symbols: parse, format and normalise every kind of symbol DXLink streams.
 
-A candle symbol names an aggregation of a base symbol's trades (or quotes) into candles::
+This module is the one home for symbol syntax. Everything in it is pure (no I/O, no clock);
+malformed input raises :class:`~trio_dxlink.SymbolError`, which is both a
+:class:`~trio_dxlink.DXLinkError` and a :class:`ValueError`. A non-string raises
+:class:`TypeError`.
+
+==========================  ===========================  =====================================
+Kind                        Example (dxFeed / streamer)  Here
+==========================  ===========================  =====================================
+equity, ETF, index          ``SPY``, ``SPX``             plain strings
+regional record             ``AAPL&Q``                   :func:`base_symbol` strips ``&Q``
+candle                      ``AAPL{=5m,tho=true}``       :class:`CandleSymbol`
+equity / index option       ``.SPXW240119P4975.5``       :class:`OptionSymbol` (also OCC form)
+future                      ``/ESZ24:XCME``              :class:`FutureSymbol`
+future option               ``./E3AZ24C5000:XCME``       :class:`FutureOptionSymbol`
+==========================  ===========================  =====================================
+
+**Candle symbols** name an aggregation of a base symbol's trades (or quotes) into candles::
 
     AAPL{=5m,tho=true}        5-minute candles, regular trading hours only
     EUR/USD{=m,price=bid}     1-minute candles built from bid prices
@@ -15,7 +31,10 @@ keys in lexicographic order, lower-case values, the shortest abbreviations, and 
 Use :func:`normalize_candle_symbol` to compare a symbol a server echoes with the one that was
 subscribed.
 
-Everything here is pure: no I/O. Malformed input raises :class:`ValueError` naming what is wrong.
+**Option symbols** come in two spellings: the dxFeed streamer symbol (``.SPY240119C480.5``,
+what DXLink streams) and the OCC symbol (``SPY   240119C00480500``, what tastytrade's REST API
+calls ``symbol``). :class:`OptionSymbol` parses and formats both; :func:`occ_to_streamer` and
+:func:`streamer_to_occ` convert one string into the other.
 """
 
 from __future__ import annotations
@@ -29,6 +48,16 @@ from typing import TypeVar
 
 import attrs
 
+from ._contract_symbols import (
+    FutureOptionSymbol,
+    FutureSymbol,
+    OptionSymbol,
+    OptionType,
+    occ_to_streamer,
+    streamer_to_occ,
+)
+from ._exceptions import SymbolError
+
 __all__ = [
     "CandleAlignment",
     "CandlePeriod",
@@ -36,7 +65,15 @@ __all__ = [
     "CandleSession",
     "CandleSymbol",
     "CandleType",
+    "FutureOptionSymbol",
+    "FutureSymbol",
+    "OptionSymbol",
+    "OptionType",
+    "SymbolError",
+    "base_symbol",
     "normalize_candle_symbol",
+    "occ_to_streamer",
+    "streamer_to_occ",
 ]
 
 _E = TypeVar("_E", bound=enum.Enum)
@@ -52,14 +89,14 @@ def _parse_named(text: str, names: Mapping[_E, str], what: str, *, plurals: bool
         raise TypeError(f"{what} must be a string, got {type(text).__name__}")
     key = text.lower()
     if not key:
-        raise ValueError(f"missing {what}")
+        raise SymbolError(f"missing {what}")
     for member in names:
         if key == member.value:
             return member
     for member, name in names.items():
         if name.startswith(key) or (plurals and key == name + "s"):
             return member
-    raise ValueError(f"unknown {what} {text!r}")
+    raise SymbolError(f"unknown {what} {text!r}")
 
 
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
@@ -82,7 +119,7 @@ def _parse_number(text: str, what: str) -> float:
     if text.lower() == "nan":
         return math.nan
     if not _SIGNED_RE.fullmatch(text):
-        raise ValueError(f"bad number {text!r} for {what}")
+        raise SymbolError(f"bad number {text!r} for {what}")
     return float(text)
 
 
@@ -111,7 +148,7 @@ class CandleType(str, enum.Enum):
         """Parse an abbreviation, a prefix of the full name, or its plural, ignoring case.
 
         ``"m"``, ``"min"`` and ``"minutes"`` are :attr:`MINUTE`; ``"mo"`` and ``"months"``
-        are :attr:`MONTH`. Raises :class:`ValueError` for anything else.
+        are :attr:`MONTH`. Raises :class:`SymbolError` for anything else.
         """
         return _parse_named(text, _TYPE_NAMES, "candle period type", plurals=True)
 
@@ -212,7 +249,7 @@ def _to_type(value: str | CandleType) -> CandleType:
 
 def _check_period_value(_inst: object, _attr: attrs.Attribute[float], value: float) -> None:
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"candle period value must be positive and finite, got {value!r}")
+        raise SymbolError(f"candle period value must be positive and finite, got {value!r}")
 
 
 @attrs.frozen
@@ -230,12 +267,23 @@ class CandlePeriod:
         number = "" if self.value == 1 else _format_number(self.value)
         return number + self.type.value
 
+    @property
+    def milliseconds(self) -> int | None:
+        """The length of one candle in milliseconds, for periods of fixed length (seconds to
+        weeks; ``CandlePeriod(5, "m").milliseconds == 300_000``).
+
+        ``None`` for periods whose length is not a time span: ticks, volume, price, and
+        calendar periods of varying length (month, option expiration, year).
+        """
+        unit = _UNIT_MILLISECONDS.get(self.type)
+        return None if unit is None else max(1, round(self.value * unit))
+
     @classmethod
     def parse(cls, text: str) -> CandlePeriod:
         """Parse ``[number]type``, e.g. ``"5m"``, ``"d"``, ``"0.5hours"``, ``"133t"``.
 
         The number defaults to 1 and may be fractional; the type is parsed by
-        :meth:`CandleType.parse`. Raises :class:`ValueError` if either part is bad.
+        :meth:`CandleType.parse`. Raises :class:`SymbolError` if either part is bad.
         """
         if not isinstance(text, str):
             raise TypeError(f"candle period must be a string, got {type(text).__name__}")
@@ -244,10 +292,17 @@ class CandlePeriod:
         try:
             return cls(float(number) if number else 1.0, CandleType.parse(unit))
         except ValueError as exc:
-            raise ValueError(f"bad candle period {text!r}: {exc}") from None
+            raise SymbolError(f"bad candle period {text!r}: {exc}") from None
 
 
 _DEFAULT_PERIOD = CandlePeriod()
+_UNIT_MILLISECONDS: dict[CandleType, int] = {
+    CandleType.SECOND: 1_000,
+    CandleType.MINUTE: 60_000,
+    CandleType.HOUR: 3_600_000,
+    CandleType.DAY: 86_400_000,
+    CandleType.WEEK: 7 * 86_400_000,
+}
 
 
 def _to_period(value: str | CandlePeriod | None) -> CandlePeriod | None:
@@ -281,7 +336,7 @@ def _to_price_level(value: float | None) -> float | None:
     if math.isnan(level):
         return None  # NaN is dxFeed's "no price level"
     if math.isinf(level) or level < 0:
-        raise ValueError(f"candle price level must be finite and >= 0, got {level!r}")
+        raise SymbolError(f"candle price level must be finite and >= 0, got {level!r}")
     return level + 0.0  # turns -0.0 into 0.0
 
 
@@ -299,9 +354,9 @@ def _check_base(_inst: object, _attr: attrs.Attribute[str], base: str) -> None:
     if not isinstance(base, str):
         raise TypeError(f"candle base symbol must be a string, got {type(base).__name__}")
     if not base:
-        raise ValueError("empty base symbol")
+        raise SymbolError("empty base symbol")
     if "{" in base or "}" in base:
-        raise ValueError(f"base symbol {base!r} contains a brace")
+        raise SymbolError(f"base symbol {base!r} contains a brace")
 
 
 def _check_extra(
@@ -314,13 +369,13 @@ def _check_extra(
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"extra attribute {key!r}={value!r} must be a pair of strings")
         if key in _KNOWN_KEYS:
-            raise ValueError(f"extra attribute key {key!r} is a known candle attribute")
+            raise SymbolError(f"extra attribute key {key!r} is a known candle attribute")
         if any(c in key for c in "{}=,"):
-            raise ValueError(f"extra attribute key {key!r} contains one of '{{}}=,'")
+            raise SymbolError(f"extra attribute key {key!r} contains one of '{{}}=,'")
         if any(c in value for c in "{},"):
-            raise ValueError(f"extra attribute value {value!r} contains one of '{{}},'")
+            raise SymbolError(f"extra attribute value {value!r} contains one of '{{}},'")
         if key == previous:
-            raise ValueError(f"duplicate key {key!r}")
+            raise SymbolError(f"duplicate key {key!r}")
         previous = key
 
 
@@ -340,7 +395,7 @@ class CandleSymbol:
     :param alignment: key ``a``; default :attr:`CandleAlignment.MIDNIGHT`.
     :param price_level: key ``pl``, a finite price interval >= 0; NaN or ``None`` means none.
     :param extra: other ``(key, value)`` attributes, kept verbatim and sorted by key.
-    :raises ValueError: if a value is malformed.
+    :raises SymbolError: if a value is malformed.
     """
 
     base: str = attrs.field(validator=_check_base)
@@ -359,7 +414,7 @@ class CandleSymbol:
     def parse(cls, text: str) -> CandleSymbol:
         """Parse ``base[&X]{key=value,...}``; text without braces is just a base symbol.
 
-        Raises :class:`ValueError` naming the problem for unbalanced braces, an empty base,
+        Raises :class:`SymbolError` naming the problem for unbalanced braces, an empty base,
         an attribute without ``=``, a duplicate key, or a bad period, price, ``tho`` boolean,
         alignment or number.
         """
@@ -368,7 +423,7 @@ class CandleSymbol:
         try:
             return _parse_symbol(text)
         except ValueError as exc:
-            raise ValueError(f"invalid candle symbol {text!r}: {exc}") from None
+            raise SymbolError(f"invalid candle symbol {text!r}: {exc}") from None
 
     @property
     def normalized(self) -> str:
@@ -399,7 +454,7 @@ def _parse_tho(text: str) -> CandleSession:
         return CandleSession.REGULAR
     if lowered == "false":
         return CandleSession.ANY
-    raise ValueError(f"bad boolean {text!r} for key 'tho' (expected 'true' or 'false')")
+    raise SymbolError(f"bad boolean {text!r} for key 'tho' (expected 'true' or 'false')")
 
 
 def _parse_symbol(text: str) -> CandleSymbol:
@@ -407,14 +462,14 @@ def _parse_symbol(text: str) -> CandleSymbol:
     if opening < 0 and closing < 0:
         return CandleSymbol(text)
     if opening < 0 or closing < opening:
-        raise ValueError("unbalanced braces")
+        raise SymbolError("unbalanced braces")
     if text.count("{") > 1 or text.count("}") > 1:
-        raise ValueError("more than one pair of braces")
+        raise SymbolError("more than one pair of braces")
     if closing != len(text) - 1:
-        raise ValueError(f"unexpected text {text[closing + 1 :]!r} after '}}'")
+        raise SymbolError(f"unexpected text {text[closing + 1 :]!r} after '}}'")
     base, body = text[:opening], text[opening + 1 : closing]
     if not base:
-        raise ValueError("empty base symbol")
+        raise SymbolError("empty base symbol")
 
     seen: set[str] = set()
     period: CandlePeriod | None = None
@@ -426,9 +481,9 @@ def _parse_symbol(text: str) -> CandleSymbol:
     for item in body.split(",") if body else ():
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"attribute {item!r} has no '='")
+            raise SymbolError(f"attribute {item!r} has no '='")
         if key in seen:
-            raise ValueError(f"duplicate key {key!r}")
+            raise SymbolError(f"duplicate key {key!r}")
         seen.add(key)
         if key == "":
             period = CandlePeriod.parse(value)
@@ -457,6 +512,22 @@ def normalize_candle_symbol(text: str) -> str:
     """Return the normalised form of candle symbol ``text`` (``str(CandleSymbol.parse(text))``).
 
     Use it on both sides to match a server's echoed ``eventSymbol`` with what was subscribed.
-    Raises :class:`ValueError` if ``text`` is malformed.
+    Raises :class:`SymbolError` if ``text`` is malformed.
     """
     return str(CandleSymbol.parse(text))
+
+
+_REGIONAL_SUFFIX = re.compile(r"&[A-Za-z0-9]$")
+
+
+def base_symbol(symbol: str) -> str:
+    """The instrument a symbol follows: candle attributes and a regional ``&X`` suffix removed.
+
+    ``base_symbol("AAPL&Q{=5m}") == "AAPL"``; ``base_symbol(".SPY240119C480")`` is unchanged.
+    Only the braces are looked at, not their contents, so this never raises for a string.
+    """
+    if not isinstance(symbol, str):
+        raise TypeError(f"symbol must be a string, got {type(symbol).__name__}")
+    opening = symbol.find("{")
+    base = symbol if opening < 0 else symbol[:opening]
+    return _REGIONAL_SUFFIX.sub("", base) if len(base) > 2 else base
