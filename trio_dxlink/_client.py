@@ -258,21 +258,22 @@ class DXLinkFeed:
             subscriptions=len(self._desired),
         )
 
-    # --- the handles' side (synchronous, never blocks) ---
+    # --- the handles' side (_subscription.SubscriptionHost, which documents each call; not
+    # for users, so without docstrings: the API reference lists documented members only) ---
 
-    def _attach(self, handle: Subscription[Any]) -> None:
+    def attach(self, handle: Subscription[Any]) -> None:
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         self._handles[handle] = None
         self._router.attach(handle)
-        self._add_symbols(handle, handle.symbols)
+        self.add_symbols(handle, handle.symbols)
 
-    def _detach(self, handle: Subscription[Any]) -> None:
+    def detach(self, handle: Subscription[Any]) -> None:
         if self._handles.pop(handle, False) is not False:
-            self._remove_symbols(handle, handle.symbols)
+            self.remove_symbols(handle, handle.symbols)
             self._router.detach(handle)
 
-    def _add_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
+    def add_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
         if handle not in self._handles:
             return
         symbols = list(symbols)
@@ -285,7 +286,7 @@ class DXLinkFeed:
         if added and live is not None and live.usable():
             live.subscribe(name, added)
 
-    def _remove_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
+    def remove_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
         symbols = list(symbols)
         self._router.remove(handle, symbols)
         name = handle.event_type.EVENT_TYPE

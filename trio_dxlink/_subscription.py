@@ -23,22 +23,25 @@ buffer, and it cannot conflate. Each handle's buffer is therefore its own, alway
   values and nothing stale. The default for quote-like (non-indexed) events.
 * ``DROP_OLDEST`` keeps the newest ``max_buffer`` events.
 
-Every handle counts what it received, delivered, dropped and conflated (:meth:`statistics`).
+Each policy is a small buffer class of its own (``_buffers.py``); a handle allocates only the
+one its policy needs. Every handle counts what it received, delivered, dropped and conflated
+(:meth:`statistics`).
+
+A handle talks to what serves it (the feed, or one day a pool of connections) only through the
+:class:`SubscriptionHost` protocol: attach, detach, add and remove symbols.
 """
 
 from __future__ import annotations
 
-import enum
-import operator
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 import trio
 
 from ._accel import speedups
+from ._buffers import Buffer, Overflow, make_buffer
 from ._exceptions import (
     DataGapError,
     MalformedDataError,
@@ -50,15 +53,11 @@ from .events import Event, IndexedEvent
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from ._client import DXLinkFeed
-
-__all__ = ["Overflow", "Subscription", "SubscriptionStatistics"]
+__all__ = ["Overflow", "Subscription", "SubscriptionHost", "SubscriptionStatistics"]
 
 E = TypeVar("E", bound=Event)
 
 DEFAULT_MAX_BUFFER = 25_000
-
-_SYMBOL = operator.attrgetter("event_symbol")
 
 _CANCEL_CHECK_MASK = 63
 """Within a batch, iteration is a cancellation point every 64 events (it costs ~0.6 µs)."""
@@ -100,15 +99,28 @@ else:
     _Cursor = _PyCursor
 
 
-class Overflow(enum.Enum):
-    """What a subscription does when its consumer falls behind."""
+class SubscriptionHost(Protocol):
+    """What a subscription handle needs of whatever serves it.
 
-    LOSSLESS = "lossless"
-    """Keep everything up to ``max_buffer``; beyond that, fail this handle (SlowConsumerError)."""
-    LATEST = "latest"
-    """Keep only the newest event per symbol (conflation)."""
-    DROP_OLDEST = "drop_oldest"
-    """Keep the newest ``max_buffer`` events, dropping the oldest."""
+    :class:`~trio_dxlink.DXLinkFeed` is one; a pool of connections can be another. Every call is
+    synchronous and never blocks: the host changes what it wants and sends it in the background.
+    """
+
+    def attach(self, handle: Subscription[Any]) -> None:
+        """Start serving ``handle`` with the symbols it has now.
+
+        Raises:
+            ConnectionClosedError: the host is closed.
+        """
+
+    def detach(self, handle: Subscription[Any]) -> None:
+        """Stop serving ``handle`` (when it is closed or has failed). Idempotent."""
+
+    def add_symbols(self, handle: Subscription[Any], symbols: list[str]) -> None:
+        """``handle`` (attached) now wants these symbols too (new to it)."""
+
+    def remove_symbols(self, handle: Subscription[Any], symbols: list[str]) -> None:
+        """``handle`` no longer wants these symbols (it had them)."""
 
 
 @attrs.frozen
@@ -146,7 +158,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
 
     def __init__(
         self,
-        feed: DXLinkFeed,
+        host: SubscriptionHost,
         event_type: type[E],
         symbols: Iterable[str],
         *,
@@ -156,37 +168,29 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         max_buffer: int,
         notify_gaps: bool = False,
     ) -> None:
-        if max_buffer < 1:
-            raise ValueError("max_buffer must be at least 1")
         if overflow is None:
             overflow = (
                 Overflow.LOSSLESS if issubclass(event_type, IndexedEvent) else Overflow.LATEST
             )
-        self._feed = feed
+        self._buffer: Buffer[E] = make_buffer(overflow, max_buffer)
+        self._host = host
         self.event_type = event_type
         self.from_time = from_time
         self._source = source
         self._overflow = overflow
         self._max_buffer = max_buffer
         self.notify_gaps = notify_gaps
-        self._gap_pending: DataGapError | None = None
         self._symbols: dict[str, None] = dict.fromkeys(_check_symbols(symbols))
+        self._buffer.symbols_changed(len(self._symbols))
         self._attached = False
         self._closed = False
         self._error: BaseException | None = None
         self._lot = trio.lowlevel.ParkingLot()
         # consumer side: the batch being iterated (see _PyCursor)
         self._cursor = _Cursor(self._next_slow)
-        # producer side, by policy
-        self._batches: deque[list[E] | DataGapError] = deque()  # an error marks a gap
-        self._count = 0
-        self._ring: deque[E] = deque(maxlen=max_buffer)
-        self._latest: dict[str, E] = {}
-        # counters
+        # counters (dropped and conflated are the buffer's)
         self._received = 0
         self._delivered = 0
-        self._dropped = 0
-        self._conflated = 0
         self._gaps = 0
         self._skipped = 0
 
@@ -221,7 +225,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         if self._closed:
             raise SubscriptionClosedError("a closed subscription cannot be entered again")
         if not self._attached:
-            self._feed._attach(self)
+            self._host.attach(self)
             self._attached = True
         await trio.lowlevel.checkpoint()
         return self
@@ -243,7 +247,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         """Detach from the feed (unsubscribing what no other handle needs). Idempotent."""
         if self._attached:
             self._attached = False
-            self._feed._detach(self)
+            self._host.detach(self)
         if not self._closed:
             self._closed = True
             self._lot.unpark_all()
@@ -261,7 +265,8 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         new = [s for s in _check_symbols(symbols) if s not in self._symbols]
         self._symbols.update(dict.fromkeys(new))
         if new:
-            self._feed._add_symbols(self, new)
+            self._buffer.symbols_changed(len(self._symbols))
+            self._host.add_symbols(self, new)
 
     def remove(self, symbols: Iterable[str]) -> None:
         """Stop receiving these symbols on this handle (events already buffered stay)."""
@@ -270,7 +275,8 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         for s in gone:
             del self._symbols[s]
         if gone:
-            self._feed._remove_symbols(self, gone)
+            self._buffer.symbols_changed(len(self._symbols))
+            self._host.remove_symbols(self, gone)
 
     # --- consuming ---
 
@@ -332,18 +338,8 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         cursor = self._cursor
         pos = cursor.pos
         if pos >= len(cursor.ready):
-            while self._pending():
-                batch = self._take()  # may raise DataGapError
-                if batch:
-                    cursor.ready, cursor.pos = batch, 0
-                    break
-            else:
-                if self._error is not None:
-                    raise self._error.with_traceback(None)
-                if self._closed:
-                    raise SubscriptionClosedError(
-                        f"{self.event_type.__name__} subscription is closed"
-                    )
+            if not self._fill():  # may raise DataGapError
+                self._raise_if_done()
                 raise trio.WouldBlock
             pos = 0
         cursor.pos = pos + 1
@@ -369,12 +365,13 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
 
     def statistics(self) -> SubscriptionStatistics:
         """This handle's counters."""
+        buffer = self._buffer
         return SubscriptionStatistics(
             received=self._received,
             delivered=self._delivered,
-            buffered=self._buffered() + len(self._cursor.ready) - self._cursor.pos,
-            dropped=self._dropped,
-            conflated=self._conflated,
+            buffered=len(buffer) + len(self._cursor.ready) - self._cursor.pos,
+            dropped=buffer.dropped,
+            conflated=buffer.conflated,
             gaps=self._gaps,
             skipped=self._skipped,
         )
@@ -384,56 +381,24 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
     def _push(self, events: list[E], symbols: list[str] | None = None) -> None:
         # `symbols`, when given, are the events' symbols in order (saves reading them again).
         if self._error is not None or self._closed:
-            self._dropped += len(events)
+            self._buffer.dropped += len(events)
             return
-        n = len(events)
-        self._received += n
-        policy = self._overflow
-        if policy is Overflow.LATEST:
-            latest = self._latest
-            before = len(latest)
-            keys = map(_SYMBOL, events) if symbols is None else symbols
-            # Conflation is naturally bounded by the symbols subscribed; max_buffer only
-            # bounds what a wildcard ("*") handle may collect.
-            limit = max(self._max_buffer, len(self._symbols))
-            if before + n <= limit:
-                latest.update(zip(keys, events, strict=True))
-            else:
-                # The bound may bite: keep the dict in order of last update, so that what is
-                # evicted is the symbol updated longest ago, never a newer event.
-                for key, event in zip(keys, events, strict=True):
-                    latest.pop(key, None)
-                    latest[key] = event
-            added = len(latest) - before
-            self._conflated += n - added
-            while len(latest) > limit:
-                del latest[next(iter(latest))]
-                self._dropped += 1
-        elif policy is Overflow.LOSSLESS:
-            if self._count + n > self._max_buffer:
-                self._dropped += n
-                self._fail(
-                    SlowConsumerError(
-                        f"{self.event_type.__name__} subscription fell behind: its buffer of"
-                        f" {self._max_buffer} events was full"
-                    )
+        self._received += len(events)
+        if not self._buffer.push(events, symbols):
+            self._fail(
+                SlowConsumerError(
+                    f"{self.event_type.__name__} subscription fell behind: its buffer of"
+                    f" {self._max_buffer} events was full"
                 )
-                return
-            self._batches.append(events)
-            self._count += n
-        else:
-            ring = self._ring
-            overflow = len(ring) + n - self._max_buffer
-            if overflow > 0:
-                self._dropped += overflow
-            ring.extend(events)
+            )
+            return
         self._lot.unpark_all()
 
     def _fail(self, error: BaseException) -> None:
         """Fail this handle: the consumer gets ``error`` once the buffer is drained."""
         if self._error is None:
             self._error = error
-            self._feed._detach(self)
+            self._host.detach(self)
         self._lot.unpark_all()
 
     def _mark_gap(self) -> None:
@@ -449,58 +414,32 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
 
     def _notify_gap(self, error: DataGapError) -> None:
         if self.notify_gaps and self._error is None and not self._closed:
-            if self._overflow is Overflow.LOSSLESS:
-                # Raised in stream order, after what came before; gaps with no event between
-                # them are one gap (a server repeating bad data cannot grow the queue).
-                if not (self._batches and isinstance(self._batches[-1], DataGapError)):
-                    self._batches.append(error)
-            elif self._gap_pending is None:
-                self._gap_pending = error
+            self._buffer.mark_gap(error)
             self._lot.unpark_all()
 
-    def _buffered(self) -> int:
-        if self._overflow is Overflow.LATEST:
-            return len(self._latest)
-        if self._overflow is Overflow.LOSSLESS:
-            return self._count
-        return len(self._ring)
+    def _fill(self) -> bool:
+        """Move the next batch from the buffer into the cursor; ``False`` if there is none.
 
-    def _take(self) -> list[E]:
-        policy = self._overflow
-        gap = self._gap_pending
-        if gap is not None:
-            self._gap_pending = None
-            raise gap
-        if policy is Overflow.LOSSLESS:
-            if not self._batches:
-                return []
-            batch = self._batches.popleft()
-            if isinstance(batch, DataGapError):
-                raise batch
-            self._count -= len(batch)
-        elif policy is Overflow.LATEST:
-            if not self._latest:
-                return []
-            batch = list(self._latest.values())
-            self._latest.clear()
-        else:
-            if not self._ring:
-                return []
-            batch = list(self._ring)
-            self._ring.clear()
-        self._delivered += len(batch)
-        return batch
+        Raises:
+            DataGapError: a gap is next (it is taken; the next call goes on after it).
+        """
+        buffer = self._buffer
+        while buffer.pending():
+            batch = buffer.take()
+            if batch:
+                self._delivered += len(batch)
+                cursor = self._cursor
+                cursor.ready, cursor.pos = batch, 0
+                return True
+        return False
 
-    def _pending(self) -> bool:
-        """Whether :meth:`_take` has something to hand over (events, or a gap to raise)."""
-        if self._gap_pending is not None:
-            return True
-        policy = self._overflow
-        if policy is Overflow.LOSSLESS:
-            return bool(self._batches)
-        if policy is Overflow.LATEST:
-            return bool(self._latest)
-        return bool(self._ring)
+    def _raise_if_done(self) -> None:
+        """With nothing left to read: raise the handle's error, or that it is closed."""
+        if self._error is not None:
+            # the same error for every later call, each with a traceback of its own
+            raise self._error.with_traceback(None)
+        if self._closed:
+            raise SubscriptionClosedError(f"{self.event_type.__name__} subscription is closed")
 
     async def _refill(self) -> None:
         """Wait until the cursor has an unread event (call it only when it has none).
@@ -513,20 +452,12 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         cursor = self._cursor
-        if self._pending():
+        if self._buffer.pending():
             await trio.lowlevel.cancel_shielded_checkpoint()
         while cursor.pos >= len(cursor.ready):
-            if self._pending():
-                batch = self._take()  # may raise DataGapError
-                if batch:
-                    cursor.ready, cursor.pos = batch, 0
-                continue
-            if self._error is not None:
-                # the same error for every later call, each with a traceback of its own
-                raise self._error.with_traceback(None)
-            if self._closed:
-                raise SubscriptionClosedError(f"{self.event_type.__name__} subscription is closed")
-            await self._lot.park()
+            if not self._fill():  # may raise DataGapError
+                self._raise_if_done()
+                await self._lot.park()
 
     def _require_open(self) -> None:
         if self._closed or not self._attached:
