@@ -16,7 +16,15 @@ import trio
 
 from ._exceptions import AuthenticationError, ConnectError, DXLinkError
 
-__all__ = ["FixedToken", "QuoteToken", "QuoteTokenSource", "fetch_token", "renewal_delay"]
+__all__ = [
+    "FixedToken",
+    "QuoteToken",
+    "QuoteTokenSource",
+    "Token",
+    "TokenSource",
+    "fetch_token",
+    "renewal_delay",
+]
 
 
 @attrs.frozen
@@ -47,6 +55,17 @@ class QuoteTokenSource(Protocol):
         """A current token and the DXLink URL to use it on."""
 
 
+Token = QuoteToken  # shim: the new name (the rename lands in another branch)
+
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """Shim: the new protocol name, with the new method name ``get_token``."""
+
+    async def get_token(self) -> QuoteToken | tuple[str, str]:
+        """A current token and the DXLink URL to use it on."""
+
+
 @attrs.frozen
 class FixedToken:
     """The source behind ``open_dxlink(url, token=...)``: the same token every time."""
@@ -59,7 +78,7 @@ class FixedToken:
         return QuoteToken(self.token or "", self.url)
 
 
-async def fetch_token(source: QuoteTokenSource) -> QuoteToken:
+async def fetch_token(source: QuoteTokenSource | TokenSource) -> QuoteToken:
     """Ask ``source`` for a token.
 
     Raises:
@@ -68,7 +87,10 @@ async def fetch_token(source: QuoteTokenSource) -> QuoteToken:
             ``ws://``/``wss://`` URL.
     """
     try:
-        token = await source.get_quote_token()
+        if isinstance(source, TokenSource):  # shim: the new method name first
+            token = await source.get_token()
+        else:
+            token = await source.get_quote_token()
     except (trio.Cancelled, DXLinkError):
         raise
     except Exception as exc:
