@@ -41,6 +41,7 @@ from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
 from ._router import Router
 from ._runner import ConnectionSettings, Live, run_connection
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
+from ._tastytrade_tokens import as_token_source
 from ._tokens import FixedToken, QuoteToken, QuoteTokenSource
 from ._transport import Connector, websocket_connector
 from ._util import raise_single
@@ -395,7 +396,7 @@ class DXLinkFeed:
 
 @asynccontextmanager
 async def open_dxlink(
-    target: str | QuoteTokenSource,
+    target: str | QuoteTokenSource | object,
     token: str | None = None,
     *,
     reconnect: ReconnectPolicy | None = None,
@@ -412,8 +413,9 @@ async def open_dxlink(
     """Connect to a DXLink server and keep the connection up for the duration of the block.
 
     ``target`` is either a ``ws://`` / ``wss://`` URL (with ``token``, if the server needs one)
-    or a :class:`QuoteTokenSource` such as a tastytrade session, asked for a fresh token and URL
-    before every connection.
+    or a :class:`QuoteTokenSource` such as a tastytrade session (ours,
+    :class:`trio_dxlink.tastytrade.TastytradeSession`, or the ``tastytrade`` SDK's ``Session``),
+    asked for a fresh token and URL before every connection.
 
     The block is entered once the server has authorized the connection. A rejected token raises
     :class:`AuthenticationError`; an unreachable server :class:`ConnectError`. A connection lost
@@ -441,12 +443,13 @@ async def open_dxlink(
         if not target.startswith(("ws://", "wss://")):
             raise ValueError(f"DXLink URL must start with ws:// or wss://, got {target!r}")
         source: QuoteTokenSource = FixedToken(target, token)
-    elif isinstance(target, QuoteTokenSource):
+    else:
+        adapted = as_token_source(target)  # tastytrade's SDK Session is adapted here
+        if adapted is None:
+            raise TypeError(f"target must be a URL or a QuoteTokenSource, got {target!r}")
         if token is not None:
             raise TypeError("token= is only for a URL target; a session supplies its own")
-        source = target
-    else:
-        raise TypeError(f"target must be a URL or a QuoteTokenSource, got {target!r}")
+        source = adapted
     for name, value in (
         ("keepalive_timeout", keepalive_timeout),
         ("keepalive_interval", keepalive_interval),

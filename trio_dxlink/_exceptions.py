@@ -15,14 +15,18 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   ├── MessageTooBigError        a message exceeded the agreed size (close code 1009)
     │   └── GaveUpError               reconnecting stopped; ``__cause__`` is the last failure
     ├── AuthenticationError           the token was rejected (or none could be obtained)
+    ├── TastytradeError               tastytrade's REST API failed (``status_code``, ``code``)
+    │   ├── TastytradeAuthenticationError  sign-in or quote token refused (an AuthenticationError
+    │   │                                  too: reconnecting will not help)
+    │   └── TastytradeRateLimitError  HTTP 429: too many requests; back off and try later
     ├── SubscriptionError             a subscription handle cannot go on
     │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
     │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
     │   │   └── MalformedDataError        (opt-in) the server sent undecodable data; it was skipped
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
 
-Foreign errors (trio-websocket's, orjson's, cattrs') are translated into these at one boundary
-and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
+Foreign errors (trio-websocket's, httpx's, orjson's, cattrs') are translated into these at one
+boundary and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ __all__ = [
     "SlowConsumerError",
     "SubscriptionClosedError",
     "SubscriptionError",
+    "TastytradeAuthenticationError",
+    "TastytradeError",
+    "TastytradeRateLimitError",
 ]
 
 
@@ -183,3 +190,34 @@ class CertificateError(ConnectError):
     Pass an ``ssl.SSLContext`` that trusts it (``ssl_context=`` on :func:`open_dxlink` or the
     connectors).
     """
+
+
+class TastytradeError(DXLinkError):
+    """tastytrade's REST API (sign-in, quote tokens, option chains) failed or could not be reached.
+
+    The message says what happened and what to do; it never holds a secret.
+
+    Attributes:
+        status_code: the HTTP status, if the API answered (``None``: it could not be reached).
+        code: the API's error code (``"invalid_grant"``, ``"unauthorized"``, ...), if it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+class TastytradeAuthenticationError(TastytradeError, AuthenticationError):
+    """tastytrade refused to sign in or to hand out a quote token.
+
+    A wrong client secret, a revoked or unknown refresh token (grant), credentials of the
+    other environment (production vs. sandbox), or an account that is not entitled to market
+    data. Retrying does not help; a feed that meets it ends.
+    """
+
+
+class TastytradeRateLimitError(TastytradeError):
+    """tastytrade answered HTTP 429: too many requests. Wait (backing off) and try again."""

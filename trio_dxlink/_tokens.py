@@ -9,6 +9,8 @@ library's errors; :func:`renewal_delay` says when to ask again.
 
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -84,7 +86,8 @@ async def fetch_token(source: QuoteTokenSource | TokenSource) -> QuoteToken:
     Raises:
         ConnectError: the source failed (retryable: a token service may come back).
         AuthenticationError: the source returned something that is not a token and a
-            ``ws://``/``wss://`` URL.
+            ``ws://``/``wss://`` URL, or a token for a ``ws://`` URL whose host is not
+            loopback (a token travels in clear text only within this machine).
     """
     try:
         if isinstance(source, TokenSource):  # shim: the new method name first
@@ -109,7 +112,32 @@ async def fetch_token(source: QuoteTokenSource | TokenSource) -> QuoteToken:
             "get_quote_token() must return a QuoteToken or a (token, url) pair with a"
             f" ws:// or wss:// URL, not a {type(token).__name__}"
         )
+    if token.token and not _may_carry_token(token.url):
+        raise AuthenticationError(
+            f"refusing to send a token in clear text to {_host(token.url)!r}: a ws:// URL is"
+            " only allowed for loopback addresses; use wss://"
+        )
     return token
+
+
+def _host(url: str) -> str:
+    try:
+        return urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def _may_carry_token(url: str) -> bool:
+    """Whether a token may be sent to ``url``: over TLS, or over ``ws://`` to loopback only."""
+    if url.startswith("wss://"):
+        return True
+    host = _host(url)
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def renewal_delay(token: QuoteToken, now: float, margin: float) -> float | None:

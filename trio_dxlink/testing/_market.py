@@ -265,6 +265,7 @@ class Market:
         self._latest: dict[tuple[str, str], Event] = {}
         self._series: dict[tuple[str, str], dict[int, TimeSeriesEvent]] = {}
         self._stamps: dict[tuple[str, str], tuple[int, int]] = {}
+        self._options: dict[str, OptionSymbol] = {}
 
     def __repr__(self) -> str:
         return f"Market(seed={self.seed}, symbols={len(self._instruments)})"
@@ -284,9 +285,22 @@ class Market:
         """Move the mid price of a plain (non-option, non-candle) symbol to ``price``."""
         if not price > 0:
             raise ValueError(f"price must be positive, got {price!r}")
-        if parse_option_symbol(symbol) is not None or "{" in symbol:
+        if self.option(symbol) is not None or "{" in symbol:
             raise ValueError(f"{symbol!r} is priced from its underlying; set that one's mid")
         self._instrument(symbol, self.now_ms(), mid=price).mid = price
+
+    def define_option(self, symbol: str, option: OptionSymbol) -> None:
+        """Price ``symbol`` as ``option``, whose ``root`` is the underlying's symbol.
+
+        For symbols :func:`parse_option_symbol` cannot read (a future option such as
+        ``./E3AZ24C5000:XCME``), or whose root is not the underlying (``.SPXW...`` on ``SPX``).
+        """
+        self._options[symbol] = option
+
+    def option(self, symbol: str) -> OptionSymbol | None:
+        """How ``symbol`` is priced as an option (``None``: it is not one)."""
+        defined = self._options.get(symbol)
+        return defined if defined is not None else parse_option_symbol(symbol)
 
     def latest(self, event_type: str, symbol: str) -> Event | None:
         """The last event recorded for (type, symbol), published or simulated; else ``None``."""
@@ -313,7 +327,7 @@ class Market:
             and math.isfinite(event.bid_price)
             and math.isfinite(event.ask_price)
             and event.bid_price > 0
-            and parse_option_symbol(event.event_symbol) is None
+            and self.option(event.event_symbol) is None
             and "{" not in event.event_symbol
         ):
             self._instrument(event.event_symbol, self.now_ms()).mid = (
@@ -422,7 +436,7 @@ class Market:
         A candle symbol follows its base symbol; an option has its own state (volume, day range)
         whose mid is the Black-Scholes price from its underlying.
         """
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         if option is None:
             inst = self._instrument(_candle_base(symbol), now)
             self._walk(inst, now)
@@ -458,7 +472,7 @@ class Market:
     # --- builders ---
 
     def _bid_ask(self, symbol: str, inst: _Instrument) -> tuple[float, float]:
-        wide = parse_option_symbol(symbol) is not None
+        wide = self.option(symbol) is not None
         half = max(0.01, _cents(inst.mid * (0.02 if wide else 0.0001)))
         bid = max(0.0, _cents(inst.mid - half))
         ask = max(_cents(inst.mid + half), bid + 0.01)
@@ -537,7 +551,7 @@ class Market:
 
     def _summary(self, symbol: str, now: int) -> Summary:
         inst = self._state(symbol, now)
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         return Summary(
             event_symbol=symbol,
             day_id=inst.day_id,
@@ -556,7 +570,7 @@ class Market:
     def _profile(self, symbol: str, now: int) -> Profile:
         inst = self._state(symbol, now)
         rng = self._rng("profile", symbol)
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         if option is not None:
             kind = "Call" if option.is_call else "Put"
             description = f"{option.root} {option.expiry.isoformat()} {option.strike:g} {kind}"
@@ -582,7 +596,7 @@ class Market:
 
     def _option_figures(self, symbol: str, now: int) -> tuple[float, _Valuation]:
         """(underlying price, valuation); a non-option is valued as the underlying itself."""
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         if option is not None:
             return self._state(option.root, now).mid, self._valuation(option, now)
         inst = self._state(symbol, now)
@@ -590,7 +604,7 @@ class Market:
 
     def _greeks(self, symbol: str, now: int) -> Greeks:
         _, value = self._option_figures(symbol, now)
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         vol = self._state(option.root if option else symbol, now).volatility
         event_time, index = self._stamp("Greeks", symbol, now)
         return Greeks(
