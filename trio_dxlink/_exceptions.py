@@ -16,6 +16,10 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   └── GaveUpError               reconnecting stopped; ``__cause__`` is the last failure
     ├── AuthenticationError           the token was rejected (or none could be obtained)
     ├── SymbolError                   a malformed symbol (also a ``ValueError``)
+    ├── TastytradeError               tastytrade's REST API failed (``status_code``, ``code``)
+    │   ├── TastytradeAuthenticationError  sign-in or quote token refused (an AuthenticationError
+    │   │                                  too: reconnecting will not help)
+    │   └── TastytradeRateLimitError  HTTP 429: too many requests; back off and try later
     ├── SubscriptionError             a subscription handle cannot go on
     │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
     │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
@@ -23,8 +27,8 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
     └── EventDeclarationError         (also a TypeError) an event type declared wrongly
 
-Foreign errors (trio-websocket's, orjson's, cattrs') are translated into these at one boundary
-and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
+Foreign errors (trio-websocket's, httpx's, orjson's, cattrs') are translated into these at one
+boundary and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ __all__ = [
     "SubscriptionClosedError",
     "SubscriptionError",
     "SymbolError",
+    "TastytradeAuthenticationError",
+    "TastytradeError",
+    "TastytradeRateLimitError",
 ]
 
 
@@ -205,3 +212,34 @@ class EventDeclarationError(DXLinkError, TypeError):
     ``event_symbol`` or another field its base class promises, a field has a type the wire
     cannot carry, or its name is already taken. Raised when the class is declared, never later.
     """
+
+
+class TastytradeError(DXLinkError):
+    """tastytrade's REST API (sign-in, quote tokens, option chains) failed or could not be reached.
+
+    The message says what happened and what to do; it never holds a secret.
+
+    Attributes:
+        status_code: the HTTP status, if the API answered (``None``: it could not be reached).
+        code: the API's error code (``"invalid_grant"``, ``"unauthorized"``, ...), if it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+class TastytradeAuthenticationError(TastytradeError, AuthenticationError):
+    """tastytrade refused to sign in or to hand out a quote token.
+
+    A wrong client secret, a revoked or unknown refresh token (grant), credentials of the
+    other environment (production vs. sandbox), or an account that is not entitled to market
+    data. Retrying does not help; a feed that meets it ends.
+    """
+
+
+class TastytradeRateLimitError(TastytradeError):
+    """tastytrade answered HTTP 429: too many requests. Wait (backing off) and try again."""

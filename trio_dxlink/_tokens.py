@@ -13,6 +13,8 @@ The names before 0.2, ``QuoteToken``, ``QuoteTokenSource`` and its ``get_quote_t
 
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 import warnings
 from typing import Protocol, runtime_checkable
 
@@ -89,6 +91,10 @@ def as_token_source(target: object) -> TokenSource | None:
     """
     if isinstance(target, TokenSource):
         return target
+    from ._tastytrade_tokens import SDKSessionSource, is_sdk_session
+
+    if is_sdk_session(target):  # tastytrade's own SDK Session
+        return SDKSessionSource(target)
     if isinstance(target, LegacyTokenSource):
         warnings.warn(
             f"{type(target).__name__}.get_quote_token() is deprecated: name the method"
@@ -118,7 +124,8 @@ async def fetch_token(source: TokenSource) -> Token:
     Raises:
         ConnectError: the source failed (retryable: a token service may come back).
         AuthenticationError: the source returned something that is not a token and a
-            ``ws://``/``wss://`` URL.
+            ``ws://``/``wss://`` URL, or a token for a ``ws://`` URL whose host is not
+            loopback (a token travels in clear text only within this machine).
     """
     try:
         token = await source.get_token()
@@ -140,7 +147,32 @@ async def fetch_token(source: TokenSource) -> Token:
             "get_token() must return a Token or a (token, url) pair with a"
             f" ws:// or wss:// URL, not a {type(token).__name__}"
         )
+    if token.token and not _may_carry_token(token.url):
+        raise AuthenticationError(
+            f"refusing to send a token in clear text to {_host(token.url)!r}: a ws:// URL is"
+            " only allowed for loopback addresses; use wss://"
+        )
     return token
+
+
+def _host(url: str) -> str:
+    try:
+        return urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def _may_carry_token(url: str) -> bool:
+    """Whether a token may be sent to ``url``: over TLS, or over ``ws://`` to loopback only."""
+    if url.startswith("wss://"):
+        return True
+    host = _host(url)
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def renewal_delay(token: Token, now: float, margin: float) -> float | None:

@@ -9,6 +9,8 @@ Run your client against it::
         await server.wait_for(lambda: ("Quote", "SPY") in server.subscriptions())
 
 See :mod:`trio_dxlink.testing._server` for exactly how it behaves.
+:func:`open_tastytrade_server` runs a stand-in for tastytrade's REST API (sign-in, quote tokens,
+option chains) beside one (:mod:`trio_dxlink.testing._tastytrade_fake`).
 """
 
 from ._market import SIMULATED_TYPES, Market, OptionSymbol, candle_period_ms, parse_option_symbol
@@ -20,17 +22,21 @@ from ._server import (
     open_dxlink_server,
     serve_dxlink,
 )
+from ._tastytrade_fake import RecordedRequest, TastytradeServer, open_tastytrade_server
 
 __all__ = [
     "DXLinkServer",
     "Market",
     "OptionSymbol",
+    "RecordedRequest",
     "SIMULATED_TYPES",
     "ServerChannel",
     "ServerConfig",
     "ServerConnection",
+    "TastytradeServer",
     "candle_period_ms",
     "open_dxlink_server",
+    "open_tastytrade_server",
     "parse_option_symbol",
     "serve_dxlink",
 ]

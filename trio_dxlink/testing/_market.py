@@ -140,6 +140,8 @@ class Market:
         self._latest: dict[tuple[str, str], Event] = {}
         self._series: dict[tuple[str, str], dict[int, TimeSeriesEvent]] = {}
         self._stamps: dict[tuple[str, str], tuple[int, int]] = {}
+        self._options: dict[str, OptionSymbol] = {}
+        self._underlyings: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Market(seed={self.seed}, symbols={len(self._instruments)})"
@@ -159,9 +161,28 @@ class Market:
         """Move the mid price of a plain (non-option, non-candle) symbol to ``price``."""
         if not price > 0:
             raise ValueError(f"price must be positive, got {price!r}")
-        if parse_option_symbol(symbol) is not None or "{" in symbol:
+        if self.option(symbol) is not None or "{" in symbol:
             raise ValueError(f"{symbol!r} is priced from its underlying; set that one's mid")
         self._instrument(symbol, self.now_ms(), mid=price).mid = price
+
+    def define_option(self, symbol: str, option: OptionSymbol, *, underlying: str) -> None:
+        """Price ``symbol`` as ``option`` on ``underlying`` (the symbol whose mid it follows).
+
+        For symbols whose root is not the underlying (``.SPXW...`` options are on ``SPX``) or
+        that are not equity-option symbols at all (a future option such as
+        ``./E3AZ24C5000:XCME`` on ``/ESZ24:XCME``).
+        """
+        self._options[symbol] = option
+        self._underlyings[symbol] = underlying
+
+    def option(self, symbol: str) -> OptionSymbol | None:
+        """How ``symbol`` is priced as an option (``None``: it is not one)."""
+        defined = self._options.get(symbol)
+        return defined if defined is not None else parse_option_symbol(symbol)
+
+    def underlying(self, symbol: str, option: OptionSymbol) -> str:
+        """The symbol whose price the option ``symbol`` follows (its root unless defined)."""
+        return self._underlyings.get(symbol, option.root)
 
     def latest(self, event_type: str, symbol: str) -> Event | None:
         """The last event recorded for (type, symbol), published or simulated; else ``None``."""
@@ -188,7 +209,7 @@ class Market:
             and math.isfinite(event.bid_price)
             and math.isfinite(event.ask_price)
             and event.bid_price > 0
-            and parse_option_symbol(event.event_symbol) is None
+            and self.option(event.event_symbol) is None
             and "{" not in event.event_symbol
         ):
             self._instrument(event.event_symbol, self.now_ms()).mid = (
@@ -263,7 +284,7 @@ class Market:
         A candle symbol follows its base symbol; an option has its own state (volume, day range)
         whose mid is the Black-Scholes price from its underlying.
         """
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         if option is None:
             inst = self._instrument(base_symbol(symbol), now)
             inst.walk(now)
@@ -271,15 +292,15 @@ class Market:
             inst.day_high = max(inst.day_high, cents(inst.mid))
             inst.day_low = min(inst.day_low, cents(inst.mid))
             return inst
-        theo = self._valuation(option, now).price
+        theo = self._valuation(symbol, option, now).price
         inst = self._instrument(symbol, now, mid=theo)
         inst.mid = theo
         inst.walked_at = now
         inst.roll(now)
         return inst
 
-    def _valuation(self, option: OptionSymbol, now: int) -> Valuation:
-        underlying = self._instrument(option.root, now)
+    def _valuation(self, symbol: str, option: OptionSymbol, now: int) -> Valuation:
+        underlying = self._instrument(self.underlying(symbol, option), now)
         underlying.walk(now)
         midnight = datetime.time(tzinfo=datetime.timezone.utc)
         expiry = datetime.datetime.combine(option.expiration, midnight)
@@ -300,7 +321,7 @@ class Market:
     # --- builders ---
 
     def _bid_ask(self, symbol: str, inst: Instrument) -> tuple[float, float]:
-        wide = parse_option_symbol(symbol) is not None
+        wide = self.option(symbol) is not None
         half = max(0.01, cents(inst.mid * (0.02 if wide else 0.0001)))
         bid = max(0.0, cents(inst.mid - half))
         ask = max(cents(inst.mid + half), bid + 0.01)
@@ -379,7 +400,7 @@ class Market:
 
     def _summary(self, symbol: str, now: int) -> Summary:
         inst = self._state(symbol, now)
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         return Summary(
             event_symbol=symbol,
             day_id=inst.day_id,
@@ -398,7 +419,7 @@ class Market:
     def _profile(self, symbol: str, now: int) -> Profile:
         inst = self._state(symbol, now)
         rng = self._rng("profile", symbol)
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         if option is not None:
             kind = "Call" if option.is_call else "Put"
             description = f"{option.root} {option.expiration.isoformat()} {option.strike:f} {kind}"
@@ -424,16 +445,19 @@ class Market:
 
     def _option_figures(self, symbol: str, now: int) -> tuple[float, Valuation]:
         """(underlying price, valuation); a non-option is valued as the underlying itself."""
-        option = parse_option_symbol(symbol)
+        option = self.option(symbol)
         if option is not None:
-            return self._state(option.root, now).mid, self._valuation(option, now)
+            return (
+                self._state(self.underlying(symbol, option), now).mid,
+                self._valuation(symbol, option, now),
+            )
         inst = self._state(symbol, now)
         return inst.mid, Valuation(inst.mid, 1.0, 0.0, 0.0, 0.0, 0.0)
 
     def _greeks(self, symbol: str, now: int) -> Greeks:
         _, value = self._option_figures(symbol, now)
-        option = parse_option_symbol(symbol)
-        vol = self._state(option.root if option else symbol, now).volatility
+        option = self.option(symbol)
+        vol = self._state(self.underlying(symbol, option) if option else symbol, now).volatility
         event_time, index = self._stamp("Greeks", symbol, now)
         return Greeks(
             event_symbol=symbol,
