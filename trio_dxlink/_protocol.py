@@ -136,13 +136,16 @@ class KeepaliveTimers:
         """How long the peer has been silent."""
         return now - self.last_received
 
+    # The checks compare ``now`` with the very deadlines a driver sleeps until, so waking at a
+    # deadline always finds it due (``now - last >= interval`` can miss it by a rounding error).
+
     def peer_expired(self, now: float, timeout: float) -> bool:
         """Whether the peer has been silent for ``timeout`` or longer."""
-        return now - self.last_received >= timeout
+        return now >= self.receive_deadline(timeout)
 
     def send_due(self, now: float, interval: float) -> bool:
         """Whether this side has been silent for ``interval`` or longer."""
-        return now - self.last_sent >= interval
+        return now >= self.send_deadline(interval)
 
     def send_deadline(self, interval: float) -> float:
         """When this side must next send something (a KEEPALIVE if nothing else)."""
