@@ -47,6 +47,11 @@ HTTP at all; :meth:`DXLinkServer.accept_upgrades` ends either. ``ssl_context=`` 
 
 Every timer runs on ``trio.current_time()``, so ``MockClock``/``autojump_clock`` tests work;
 event timestamps come from the market's wall clock.
+
+Where it lives: the conversation with each client is the pure core in ``_server_core.py``
+(``ServerProtocol``, sharing ``trio_dxlink._protocol`` with the client), driven by the trio
+``ServerConnection`` in ``_server_connection.py``; this module holds :class:`DXLinkServer` (the
+market, routing and test switches) and the entry points.
 """
 
 from __future__ import annotations
