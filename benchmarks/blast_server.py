@@ -6,8 +6,9 @@ Usage::
         [--rate N] [--frame-events 500] [--symbols K]
 
 It prints ``listening on ws://127.0.0.1:PORT`` as its first line, then serves any number of
-clients until it is terminated. Each connection gets the real DXLink handshake, spoken through
-``trio_dxlink._messages``::
+clients until it is terminated. Each connection gets the real DXLink handshake, spoken by the local
+test server's pure core (``trio_dxlink.testing._server_core.ServerProtocol``, which accepts any
+token here)::
 
     C: SETUP              S: SETUP, AUTH_STATE UNAUTHORIZED
     C: AUTH (any token)   S: AUTH_STATE AUTHORIZED
@@ -26,8 +27,9 @@ encoded once per subscription change and then re-sent as they are.
   time of the send in **nanoseconds** (``time.time_ns()``), so a client on the same machine
   computes its latency as ``time.time_ns() - event_time``.
 
-When nothing has been sent for a while the server sends KEEPALIVE, and it answers a client's
-KEEPALIVE with one while idle. Unknown or unneeded messages are ignored.
+The core also keeps time: KEEPALIVE when nothing has been sent for half the client's keepalive
+timeout, ERROR TIMEOUT and a close for a client silent for 60 s. The FEED_DATA frames bypass it:
+they are written straight to the socket (the core is only told that something was sent).
 """
 
 from __future__ import annotations
@@ -43,18 +45,28 @@ import orjson
 import trio
 import trio_websocket
 
-from trio_dxlink import _messages as m
 from trio_dxlink._codec import encode_compact
 from trio_dxlink.events import Quote
+from trio_dxlink.testing import ServerConfig
+from trio_dxlink.testing._server_core import (
+    AuthRequested,
+    ChannelCancelled,
+    Close,
+    ServerProtocol,
+    SubscriptionChanged,
+)
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 SERVER_VERSION = "1.0-trio-dxlink-blast/0.1"
 STAMP = 8_888_888_888_888_888_888
 """Placeholder ``eventTime`` in rate-mode frames, replaced by ``time.time_ns()`` at send time."""
 STAMP_TEXT = str(STAMP)
-IDLE_KEEPALIVE = 10.0
-"""Send KEEPALIVE after this many seconds without sending anything (at most half the client's
-keepalive timeout)."""
+CONFIG = ServerConfig(
+    token="any",  # UNAUTHORIZED after SETUP, then AUTHORIZED for whatever token AUTH presents
+    user_id="bench",
+    version=SERVER_VERSION,
+    data_format_override="COMPACT",
+)
 TASTYTRADE_MAX_MESSAGE = 65_536
 """httpx2's default message limit, which tastytrade's DXLinkStreamer does not raise."""
 
@@ -86,7 +98,7 @@ def make_quotes(symbols: list[str], frame_index: int, stamp: int) -> list[Quote]
 
 
 class Session:
-    """One client connection: handshake replies, subscription state, the data streamer."""
+    """One client connection: the protocol core, the subscribed Quote symbols, the streamer."""
 
     def __init__(
         self,
@@ -97,69 +109,53 @@ class Session:
         self.ws = ws
         self.args = args
         self.spawn = spawn
-        self.idle_keepalive = IDLE_KEEPALIVE
-        self.last_sent = trio.current_time()
+        self.core = ServerProtocol(CONFIG, trio.current_time(), label="blast session")
+        self.timers_changed = trio.Event()
         self.quote_channel: int | None = None
-        self.layouts: dict[int, tuple[str, ...]] = {}
         self.symbols: dict[str, None] = {}
         self.generation = 0
         self.changed = trio.Event()
         self.streaming = False
         self.warned_size = False
 
-    async def send(self, message: m.Message) -> None:
-        await self.send_text(m.encode(message))
-
     async def send_text(self, text: str) -> None:
         await self.ws.send_message(text)
-        self.last_sent = trio.current_time()
+        self.core.frame_sent(trio.current_time())
+
+    async def flush(self) -> None:
+        """Send what the core queued; a Close ends the session."""
+        for item in self.core.data_to_send():
+            if isinstance(item, Close):
+                await self.ws.aclose(item.code, item.reason)  # the reader then sees it closed
+                return
+            await self.send_text(item)
 
     # --- control messages ---
 
     async def reader(self) -> None:
+        core = self.core
         while True:
-            message = m.decode(await self.ws.get_message())
-            if isinstance(message, m.Setup):
-                if message.keepalive_timeout:
-                    self.idle_keepalive = min(IDLE_KEEPALIVE, message.keepalive_timeout / 2)
-                await self.send(m.Setup(SERVER_VERSION, 60, 60))
-                await self.send(m.AuthState("UNAUTHORIZED"))
-            elif isinstance(message, m.Auth):
-                await self.send(m.AuthState("AUTHORIZED", user_id="bench"))
-            elif isinstance(message, m.Keepalive):
-                if trio.current_time() - self.last_sent > 1.0:
-                    await self.send(m.Keepalive())
-            elif isinstance(message, m.ChannelRequest):
-                params = {**message.parameters, "subFormat": "LIST"}
-                await self.send(m.ChannelOpened(message.channel, message.service, params))
-            elif isinstance(message, m.FeedSetup):
-                fields = (message.accept_event_fields or {}).get("Quote")
-                if fields:
-                    self.layouts[message.channel] = tuple(fields)
-                await self.send(
-                    m.FeedConfig(
-                        message.channel,
-                        aggregation_period=message.accept_aggregation_period or 0.1,
-                        data_format="COMPACT",
-                    )
-                )
-            elif isinstance(message, m.FeedSubscription):
-                self.on_subscription(message)
-            elif isinstance(message, m.ChannelCancel):
-                if message.channel == self.quote_channel:
+            frame = await self.ws.get_message()
+            for event in core.receive_message(frame, trio.current_time()):
+                if isinstance(event, AuthRequested):
+                    core.authorize()
+                elif isinstance(event, SubscriptionChanged):
+                    self.on_subscription(event)
+                elif isinstance(event, ChannelCancelled) and event.channel == self.quote_channel:
                     self.symbols.clear()
                     self.touch()
-                await self.send(m.ChannelClosed(message.channel))
+            self.timers_changed.set()  # SETUP, say, sets the keepalive interval
+            await self.flush()
 
-    def on_subscription(self, message: m.FeedSubscription) -> None:
-        if message.reset and message.channel == self.quote_channel:
+    def on_subscription(self, change: SubscriptionChanged) -> None:
+        if change.reset and change.channel == self.quote_channel:
             self.symbols.clear()
-        for entry in message.remove or ():
+        for entry in change.removed:
             if entry.type == "Quote":
                 self.symbols.pop(entry.symbol, None)
-        quotes = [e.symbol for e in message.add or () if e.type == "Quote"]
+        quotes = [e.symbol for e in change.added if e.type == "Quote"]
         if quotes:
-            self.quote_channel = message.channel
+            self.quote_channel = change.channel
             self.symbols.update(dict.fromkeys(quotes))
         self.touch()
         if quotes and not self.streaming:
@@ -173,9 +169,11 @@ class Session:
 
     async def keepalive(self) -> None:
         while True:
-            await trio.sleep_until(self.last_sent + self.idle_keepalive)
-            if trio.current_time() - self.last_sent >= self.idle_keepalive:
-                await self.send(m.Keepalive())
+            with trio.move_on_at(self.core.next_deadline()):
+                await self.timers_changed.wait()
+            self.timers_changed = trio.Event()
+            self.core.handle_timers(trio.current_time())
+            await self.flush()
 
     # --- data ---
 
@@ -184,7 +182,9 @@ class Session:
         n = self.args.frame_events
         picked = [symbols[(index * n + j) % len(symbols)] for j in range(n)]
         assert self.quote_channel is not None
-        layout = self.layouts.get(self.quote_channel, Quote.wire_fields())
+        channel = self.core.channels.get(self.quote_channel)
+        requested = channel.event_fields.get("Quote") if channel is not None else None
+        layout = tuple(requested) if requested else Quote.wire_fields()
         values = encode_compact(make_quotes(picked, index, stamp), layout)
         # the same text m.encode(m.FeedData(...)) gives, without unstructuring 6,000 values
         # one by one through cattrs (17x slower; it matters when 25,000 symbols subscribe)

@@ -33,24 +33,46 @@ skipped: what could be decoded from the same frame is still returned, the rest i
 :class:`DataSkipped` event in stream order. Only violations of the conversation itself
 (handshake order, channel states, malformed control messages) end a connection. A server's
 keepalive timeout outside :data:`KEEPALIVE_TIMEOUT_RANGE` is clamped into it and logged.
+
+Where things live: the states, the transition table (``CLIENT_ACCEPTS``) and the keepalive rules
+are shared with the server's core in ``_protocol.py``; the events in ``_client_events.py``; the
+channels and FEED_DATA decoding in ``_feed_data.py``. This module re-exports their names.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import attrs
 import orjson
 
 from . import _messages as m
-from ._codec import RowDecoder, compile_row_decoder, decode_full
+from ._client_events import (
+    Authorized,
+    AuthRejected,
+    ChannelClosed,
+    ChannelOpened,
+    ConfigChanged,
+    ConnectionEvent,
+    DataSkipped,
+    FeedConfig,
+    FeedEvents,
+    ServerErrorReceived,
+    SetupReceived,
+)
 from ._exceptions import KeepaliveTimeoutError, LocalProtocolError, RemoteProtocolError
-from ._util import LogLimiter, describe
-from .events import Event, event_class
+from ._feed_data import ChannelState, FeedChannel, FeedDataDecoder, Statistics
+from ._protocol import (
+    CLIENT_ACCEPTS,
+    KEEPALIVE_TIMEOUT_RANGE,
+    ConnectionState,
+    KeepaliveTimers,
+    keepalive_send_interval,
+    sane_keepalive_timeout,
+)
+from ._util import describe
+from .events import event_class
 
 __all__ = [
     "Authorized",
@@ -67,7 +89,11 @@ __all__ = [
     "FeedEvents",
     "ServerErrorReceived",
     "SetupReceived",
+    "KEEPALIVE_TIMEOUT_RANGE",
+    "ChannelState",
+    "Statistics",
     "chunk_subscription",
+    "sane_keepalive_timeout",
 ]
 
 log = logging.getLogger("trio_dxlink")
@@ -77,182 +103,6 @@ PROTOCOL_VERSION = "0.1-DXF-JS/0.3.0"
 
 DEFAULT_SUBSCRIPTION_BUDGET = 8192
 """Largest FEED_SUBSCRIPTION frame, in bytes, before it is split (the JS client's figure)."""
-
-KEEPALIVE_TIMEOUT_RANGE = (1.0, 3600.0)
-"""The peer keepalive timeouts either side believes, in seconds; others are clamped into it."""
-
-
-def sane_keepalive_timeout(value: float) -> float:
-    """A keepalive timeout a peer announced, clamped into :data:`KEEPALIVE_TIMEOUT_RANGE`
-    (NaN counts as the longest): a broken peer cannot make this side flood it."""
-    low, high = KEEPALIVE_TIMEOUT_RANGE
-    return high if math.isnan(value) else min(max(value, low), high)
-
-
-class ConnectionState(enum.Enum):
-    """Where a :class:`ClientConnection` is in its life."""
-
-    IDLE = "idle"  #: nothing sent yet
-    SETUP = "setup"  #: SETUP sent; waiting for the server's SETUP and AUTH_STATE
-    AUTHENTICATING = "authenticating"  #: AUTH sent; waiting for AUTHORIZED
-    AUTHORIZED = "authorized"  #: channels may be used
-    CLOSED = "closed"  #: the transport ended or the connection was closed
-    ERROR = "error"  #: a protocol error happened; the connection is unusable
-
-
-class ChannelState(enum.Enum):
-    """Where one FEED channel is in its life."""
-
-    PENDING = "pending"  #: created, CHANNEL_REQUEST not yet sent (waiting for authorization)
-    REQUESTED = "requested"  #: CHANNEL_REQUEST sent
-    OPENED = "opened"  #: CHANNEL_OPENED received
-    CLOSED = "closed"  #: cancelled by us or closed by the server
-
-
-# --- events the connection reports ---
-
-
-@attrs.frozen
-class SetupReceived:
-    """The server's SETUP arrived."""
-
-    version: str
-    keepalive_timeout: float | None
-
-
-@attrs.frozen
-class Authorized:
-    """The server authorized the connection: channels may now be used."""
-
-    user_id: str | None
-
-
-@attrs.frozen
-class AuthRejected:
-    """The server refused the token (AUTH_STATE UNAUTHORIZED after AUTH, or while authorized)."""
-
-    had_token: bool
-
-
-@attrs.frozen
-class ChannelOpened:
-    """A FEED channel opened; its subscriptions have been (re)sent."""
-
-    channel: int
-    parameters: dict[str, Any]
-
-
-@attrs.frozen
-class ChannelClosed:
-    """A channel closed. ``requested`` is True when this answers our own CHANNEL_CANCEL."""
-
-    channel: int
-    requested: bool
-
-
-@attrs.frozen
-class ConfigChanged:
-    """FEED_CONFIG changed the effective configuration of a channel."""
-
-    channel: int
-    config: FeedConfig
-
-
-@attrs.frozen
-class FeedEvents:
-    """Events of one type that arrived on a channel, in arrival order."""
-
-    channel: int
-    event_type: type[Event]
-    events: list[Event]
-    symbols: list[str]
-    """``events``' symbols, in the same order."""
-
-
-@attrs.frozen
-class DataSkipped:
-    """Data from the server could not be decoded and was skipped (the connection goes on).
-
-    Attributes:
-        channel: the channel the data arrived on (``None`` when the frame was not readable
-            enough to say).
-        event_type: the dxLink event type of the skipped data, when known.
-        events: how many events (COMPACT rows, FULL objects) were skipped, when known, else 0.
-        reason: what was wrong, with a bounded excerpt of the bad value.
-    """
-
-    channel: int | None
-    event_type: str | None
-    events: int
-    reason: str
-
-
-@attrs.frozen
-class ServerErrorReceived:
-    """The server sent ERROR (``channel`` 0: about the whole connection)."""
-
-    channel: int
-    code: str
-    message: str
-
-
-ConnectionEvent = (
-    SetupReceived
-    | Authorized
-    | AuthRejected
-    | ChannelOpened
-    | ChannelClosed
-    | ConfigChanged
-    | FeedEvents
-    | DataSkipped
-    | ServerErrorReceived
-)
-
-
-@attrs.frozen
-class FeedConfig:
-    """The effective configuration of a FEED channel (the merge of every FEED_CONFIG)."""
-
-    data_format: str = "FULL"
-    aggregation_period: float = math.nan
-    event_fields: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
-
-
-@attrs.define(eq=False)
-class FeedChannel:
-    """One FEED channel: its state, what it asked for, what the server said, what it holds."""
-
-    id: int
-    contract: str
-    state: ChannelState = ChannelState.PENDING
-    accept_data_format: str = "COMPACT"
-    accept_aggregation_period: float | None = None
-    requested_fields: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
-    config: FeedConfig = attrs.field(factory=FeedConfig)
-    subscriptions: dict[tuple[str, str, str | None], m.SubscriptionEntry] = attrs.field(
-        factory=dict
-    )
-    decoders: dict[str, tuple[RowDecoder, int, int]] = attrs.field(factory=dict)
-    """Per event type: the row decoder, the eventSymbol column and the row width."""
-
-    def layout(self, event_type: str) -> tuple[str, ...] | None:
-        """The COMPACT field order for ``event_type``: the server's, else what we asked for."""
-        return self.config.event_fields.get(event_type) or self.requested_fields.get(event_type)
-
-
-@attrs.define
-class Statistics:
-    """Counters a connection keeps; every skip it makes is counted here and logged."""
-
-    messages_received: int = 0
-    events_received: int = 0
-    unknown_messages: int = 0
-    skipped_unknown_channel: int = 0
-    skipped_unknown_event_type: int = 0
-    malformed_messages: int = 0
-    """Frames that were not valid JSON messages, or whose data was (partly) undecodable."""
-    events_skipped: int = 0
-    """COMPACT rows and FULL objects skipped because they could not be decoded."""
 
 
 def chunk_subscription(
@@ -344,10 +194,8 @@ class ClientConnection:
         self._outbox: list[str] = []
         self._got_server_setup = False
         self._auth_sent = False
-        self._last_sent = 0.0
-        self._last_received = 0.0
-        self._now = 0.0  # the time of the frame being handled (for rate-limited logs)
-        self._skip_log = LogLimiter(log)
+        self._timers = KeepaliveTimers()
+        self._feed = FeedDataDecoder(self.statistics)
 
     def __repr__(self) -> str:
         return (
@@ -368,7 +216,7 @@ class ClientConnection:
             )
         )
         self.state = ConnectionState.SETUP
-        self._last_sent = self._last_received = now
+        self._timers.start(now)
 
     def set_token(self, token: str | None) -> None:
         """Replace the token used by the next AUTH (for a refreshed token)."""
@@ -478,26 +326,22 @@ class ClientConnection:
         """
         if self.state in (ConnectionState.CLOSED, ConnectionState.ERROR):
             raise LocalProtocolError(f"connection is {self.state.value}; cannot receive")
-        self._last_received = now
-        self._now = now
+        self._timers.last_received = now
         self.statistics.messages_received += 1
         try:
             obj = m.parse_json(frame)
         except RemoteProtocolError as exc:
             self.statistics.malformed_messages += 1
-            return [self._skipped(None, None, 0, str(exc))]
+            return [self._feed.skipped(None, None, 0, str(exc), now)]
         try:
             if obj["type"] == "FEED_DATA":
                 # The hot path skips building a FeedData message; the table still says in
                 # which states FEED_DATA is allowed.
-                if (self.state, m.FeedData) not in _HANDLERS:
+                if m.FeedData not in CLIENT_ACCEPTS.get(self.state, ()):
                     raise RemoteProtocolError(f"unexpected FEED_DATA in state {self.state.value}")
-                data = obj.get("data")
-                if data.__class__ is not list:
-                    self.statistics.malformed_messages += 1
-                    reason = f"FEED_DATA without a 'data' array: {describe(data)}"
-                    return [self._skipped(obj["channel"], None, 0, reason)]
-                return self._on_feed_data(obj["channel"], data)
+                channel_id = obj["channel"]
+                channel = self.channels.get(channel_id)
+                return self._feed.decode(channel, channel_id, obj.get("data"), now)
             return self._dispatch(m.from_wire(obj))
         except RemoteProtocolError:
             self.state = ConnectionState.ERROR
@@ -515,7 +359,7 @@ class ClientConnection:
         """Take the frames waiting to be sent (and note that something was sent now)."""
         out, self._outbox = self._outbox, []
         if out:
-            self._last_sent = now
+            self._timers.last_sent = now
         return out
 
     @property
@@ -527,15 +371,13 @@ class ClientConnection:
     def keepalive_interval(self) -> float:
         """The longest this side stays silent: the configured interval, at most half the
         server's keepalive timeout."""
-        if self.server_keepalive_timeout:
-            return min(self._keepalive_interval, self.server_keepalive_timeout / 2)
-        return self._keepalive_interval
+        return keepalive_send_interval(self.server_keepalive_timeout, self._keepalive_interval)
 
     def next_deadline(self) -> float:
         """When :meth:`handle_timers` next has something to do."""
         return min(
-            self._last_sent + self.keepalive_interval,
-            self._last_received + self.keepalive_timeout,
+            self._timers.send_deadline(self.keepalive_interval),
+            self._timers.receive_deadline(self.keepalive_timeout),
         )
 
     def handle_timers(self, now: float) -> None:
@@ -546,14 +388,14 @@ class ClientConnection:
         """
         if self.state in (ConnectionState.CLOSED, ConnectionState.ERROR, ConnectionState.IDLE):
             return
-        silent = now - self._last_received
-        if silent >= self.keepalive_timeout:
+        silent = self._timers.silence(now)
+        if self._timers.peer_expired(now, self.keepalive_timeout):
             self.state = ConnectionState.ERROR
             raise KeepaliveTimeoutError(
                 f"no message from the server for {silent:.1f} s"
                 f" (keepalive timeout {self.keepalive_timeout:g} s)"
             )
-        if now - self._last_sent >= self.keepalive_interval and not self._outbox:
+        if self._timers.send_due(now, self.keepalive_interval) and not self._outbox:
             self._queue(m.Keepalive())
 
     # --- internals ---
@@ -610,8 +452,8 @@ class ClientConnection:
             self._queue(message)
 
     def _dispatch(self, message: m.Message) -> list[ConnectionEvent]:
-        handler = _HANDLERS.get((self.state, type(message)))
-        if handler is None:
+        handler = _HANDLERS.get(type(message))
+        if handler is None or type(message) not in CLIENT_ACCEPTS.get(self.state, ()):
             if isinstance(message, m.UnknownMessage):
                 self.statistics.unknown_messages += 1
                 log.warning(
@@ -716,186 +558,16 @@ class ClientConnection:
         channel.config = FeedConfig(fmt, period, fields)
         return [ConfigChanged(channel.id, channel.config)]
 
-    def _on_feed_data(self, channel_id: int, data: list[Any]) -> list[ConnectionEvent]:
-        channel = self.channels.get(channel_id)
-        if channel is None or channel.state is not ChannelState.OPENED:
-            self.statistics.skipped_unknown_channel += 1
-            self._skip_log.warning(
-                self._now, "skipping FEED_DATA for channel %d, which is not open", channel_id
-            )
-            return []
-        if not data:
-            return []
-        if data[0].__class__ is str:
-            return self._decode_compact(channel, data)
-        return self._decode_full(channel, data)
 
-    def _skipped(
-        self, channel: int | None, event_type: str | None, events: int, reason: str
-    ) -> DataSkipped:
-        """Count, log (rate-limited) and report data that could not be decoded."""
-        self.statistics.events_skipped += events
-        where = f" on channel {channel}" if channel is not None else ""
-        self._skip_log.warning(self._now, "skipping malformed data%s: %s", where, reason)
-        return DataSkipped(channel, event_type, events, reason)
-
-    def _decode_compact(self, channel: FeedChannel, data: list[Any]) -> list[ConnectionEvent]:
-        out: list[ConnectionEvent] = []
-        malformed = False
-        for i in range(0, len(data), 2):
-            name = data[i]
-            values = data[i + 1] if i + 1 < len(data) else None
-            if name.__class__ is not str or values.__class__ is not list:
-                # The pairs are out of step from here on: the rest of the frame is unreadable.
-                malformed = True
-                out.append(
-                    self._skipped(
-                        channel.id,
-                        name if name.__class__ is str else None,
-                        0,
-                        f"COMPACT FEED_DATA item {i} is not a type name followed by a value"
-                        f" array: {describe(data[i : i + 2])}",
-                    )
-                )
-                break
-            plan = channel.decoders.get(name)
-            if plan is None:
-                try:
-                    plan = self._decoder(channel, name)
-                except RemoteProtocolError as exc:  # an unusable field list
-                    malformed = True
-                    width = len(channel.layout(name) or ()) or 1
-                    rows = -(-len(values) // width)
-                    out.append(self._skipped(channel.id, name, rows, str(exc)))
-                    continue
-                if plan is None:
-                    continue
-            decoder, symbol_column, width = plan
-            try:
-                events = decoder(values)
-            except RemoteProtocolError as exc:
-                malformed = True
-                events = self._salvage(channel, name, plan, values, str(exc), out)
-                symbols = [e.event_symbol for e in events]
-            else:
-                # The decoder checked every symbol, so the column is the events' symbols.
-                symbols = values[symbol_column::width]
-            if events:
-                self.statistics.events_received += len(events)
-                out.append(FeedEvents(channel.id, type(events[0]), events, symbols))
-        if malformed:
-            self.statistics.malformed_messages += 1
-        return out
-
-    def _salvage(
-        self,
-        channel: FeedChannel,
-        name: str,
-        plan: tuple[RowDecoder, int, int],
-        values: list[Any],
-        reason: str,
-        out: list[ConnectionEvent],
-    ) -> list[Event]:
-        """The rows of a value array that decode, one at a time; the others are skipped.
-
-        A ragged array (not a whole number of rows) cannot be split into rows, so all of it
-        is skipped. The skip is reported (in ``out``) before the rows that decoded.
-        """
-        decoder, _, width = plan
-        rows = len(values) // width
-        if len(values) % width:
-            out.append(self._skipped(channel.id, name, -(-len(values) // width), reason))
-            return []
-        events: list[Event] = []
-        bad = 0
-        for start in range(0, rows * width, width):
-            try:
-                events.extend(decoder(values[start : start + width]))
-            except RemoteProtocolError:
-                bad += 1
-        out.append(self._skipped(channel.id, name, bad, f"{bad} of {rows} rows: {reason}"))
-        return events
-
-    def _decoder(self, channel: FeedChannel, name: str) -> tuple[RowDecoder, int, int] | None:
-        try:
-            cls = event_class(name)
-        except KeyError:
-            self.statistics.skipped_unknown_event_type += 1
-            self._skip_log.warning(
-                self._now, "skipping FEED_DATA of unknown event type %s", describe(name)
-            )
-            return None
-        layout = channel.layout(name)
-        if layout is None:
-            self.statistics.skipped_unknown_event_type += 1
-            self._skip_log.warning(
-                self._now,
-                "skipping COMPACT %s data on channel %d: no field list was requested or reported",
-                name,
-                channel.id,
-            )
-            return None
-        plan = (compile_row_decoder(cls, layout), layout.index("eventSymbol"), len(layout))
-        channel.decoders[name] = plan
-        return plan
-
-    def _decode_full(self, channel: FeedChannel, data: list[Any]) -> list[ConnectionEvent]:
-        out: list[ConnectionEvent] = []  # one group per run of same-type events, in order
-        last: FeedEvents | None = None
-        malformed = False
-        for obj in data:
-            if obj.__class__ is not dict:
-                reason = f"FULL FEED_DATA holds a non-object {describe(obj)}"
-                out.append(self._skipped(channel.id, None, 1, reason))
-                malformed, last = True, None
-                continue
-            name = obj.get("eventType")
-            if name.__class__ is not str:
-                reason = f"FULL event without an eventType: {describe(obj)}"
-                out.append(self._skipped(channel.id, None, 1, reason))
-                malformed, last = True, None
-                continue
-            try:
-                cls = event_class(name)
-            except KeyError:
-                self.statistics.skipped_unknown_event_type += 1
-                self._skip_log.warning(
-                    self._now, "skipping FEED_DATA of unknown event type %s", describe(name)
-                )
-                continue
-            try:
-                event = decode_full(cls, obj)
-            except RemoteProtocolError as exc:
-                out.append(self._skipped(channel.id, name, 1, str(exc)))
-                malformed, last = True, None
-                continue
-            if last is not None and last.event_type is cls:
-                last.events.append(event)
-                last.symbols.append(event.event_symbol)
-            else:
-                last = FeedEvents(channel.id, cls, [event], [event.event_symbol])
-                out.append(last)
-            self.statistics.events_received += 1
-        if malformed:
-            self.statistics.malformed_messages += 1
-        return out
-
-
-_S = ConnectionState
-# The transition table: (state, message class) -> handler. A missing entry is a protocol error.
-_HANDLERS: dict[
-    tuple[ConnectionState, type], Callable[[ClientConnection, Any], list[ConnectionEvent]]
-] = {}
-for _state in (_S.SETUP, _S.AUTHENTICATING, _S.AUTHORIZED):
-    _HANDLERS[_state, m.Setup] = ClientConnection._on_setup
-    _HANDLERS[_state, m.Keepalive] = ClientConnection._on_keepalive
-    _HANDLERS[_state, m.AuthState] = ClientConnection._on_auth_state
-    _HANDLERS[_state, m.Error] = ClientConnection._on_error
-for _message, _handler in (
-    (m.FeedData, lambda conn, msg: conn._on_feed_data(msg.channel, msg.data)),
-    (m.ChannelOpened, ClientConnection._on_channel_opened),
-    (m.ChannelClosed, ClientConnection._on_channel_closed),
-    (m.FeedConfig, ClientConnection._on_feed_config),
-):
-    _HANDLERS[_S.AUTHORIZED, _message] = _handler
-del _state, _message, _handler
+# What each server message does to a client; whether it is allowed now is CLIENT_ACCEPTS' call.
+_HANDLERS: dict[type, Callable[[ClientConnection, Any], list[ConnectionEvent]]] = {
+    m.Setup: ClientConnection._on_setup,
+    m.Keepalive: ClientConnection._on_keepalive,
+    m.AuthState: ClientConnection._on_auth_state,
+    m.Error: ClientConnection._on_error,
+    m.ChannelOpened: ClientConnection._on_channel_opened,
+    m.ChannelClosed: ClientConnection._on_channel_closed,
+    m.FeedConfig: ClientConnection._on_feed_config,
+}
+# FEED_DATA never comes this way: receive_message decodes it on its hot path (the table still
+# says in which states it is allowed).
