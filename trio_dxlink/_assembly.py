@@ -20,9 +20,11 @@ split into calls.
 The model:
 
 * ``assembler.events()`` is always a consistent view: the last completed snapshot plus every
-  completed transaction since, never half of one. A time series is ordered oldest first (by
-  ``index``, which orders by time, then sequence: §6.5); an indexed collection keeps the order
-  in which entries first appeared.
+  completed transaction since, never half of one. Its entries are the events as received
+  (``event_flags`` included; an index that arrived as a decimal string is an ``int`` here).
+  A time series is ordered oldest first (by ``index``, which orders by time, then sequence:
+  §6.5); an indexed collection keeps the order in which entries first appeared. Building it
+  costs O(n) after a change; change sets are the cheap way to follow a live view.
 * Every :class:`Update` is either a whole new state (``snapshot=True``: ``events`` is the
   complete view, replacing everything before it) or one consistent change set
   (``snapshot=False``: ``events`` are the entries added or replaced and ``removed`` the entries
@@ -114,7 +116,7 @@ class SnapshotStatus(enum.Enum):
     """The last snapshot ended with ``SNAPSHOT_SNIP``: a data limit cut the older part off."""
     EMPTY = "empty"
     """The last snapshot held no entries (for example one event flagged SNAPSHOT_BEGIN,
-    SNAPSHOT_END and REMOVE_EVENT)."""
+    SNAPSHOT_END and REMOVE_EVENT), however it ended."""
 
 
 @attrs.frozen
@@ -402,6 +404,14 @@ class _Assembler(Generic[E]):
 
     def _apply_changes(self, pending: list[E]) -> Update[E] | None:
         entries = self._entries
+        self.stats.changes += 1
+        if len(pending) == 1:  # the common live update, without the bookkeeping below
+            event = pending[0]
+            if self._removes(event):
+                old = entries.pop(event.index, None)
+                return None if old is None else self._changes((), (old,))
+            entries[event.index] = event
+            return self._changes((event,), ())
         before: dict[int, E | None] = {}
         for event in pending:
             index = event.index
@@ -411,7 +421,6 @@ class _Assembler(Generic[E]):
                 entries.pop(index, None)
             else:
                 entries[index] = event
-        self.stats.changes += 1
         changed: list[E] = []
         removed: list[E] = []
         for index, old in before.items():
@@ -423,20 +432,16 @@ class _Assembler(Generic[E]):
                 changed.append(new)
         if not changed and not removed:
             return None
-        self._view = None
         if self._ordered_by_index:
             changed.sort(key=_by_index)
             removed.sort(key=_by_index)
+        return self._changes(tuple(changed), tuple(removed))
+
+    def _changes(self, changed: tuple[E, ...], removed: tuple[E, ...]) -> Update[E]:
+        """Publish a change set that has been applied to the entries."""
+        self._view = None
         after_gap, self._gap = self._gap, False
-        return Update(
-            self.symbol,
-            self.source,
-            False,
-            after_gap,
-            self._status,
-            tuple(changed),
-            tuple(removed),
-        )
+        return Update(self.symbol, self.source, False, after_gap, self._status, changed, removed)
 
     def _overflow(self) -> Overflow:
         dropped = len(self._pending)
