@@ -1,15 +1,21 @@
 """Staying up: reconnect with replay, dead links, tokens, chunking, error isolation.
 
-Every fault is injected by the local server over real loopback sockets.
+Every fault is injected by the local server. Most tests reach it in memory
+(:meth:`DXLinkServer.connector`), so they need no socket and the ones that wait for keepalive
+timeouts or backoff run instantly under a MockClock; the soak test and the "server gone for
+good" test use real loopback sockets.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import random
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
@@ -23,6 +29,7 @@ from trio_dxlink import (
     ConnectError,
     ConnectionClosedError,
     DataGapError,
+    DXLinkFeed,
     FeedState,
     GaveUpError,
     KeepaliveTimeoutError,
@@ -39,6 +46,33 @@ from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 from .conftest import FAST, pinned_market, task_count, until
 
 
+@pytest.fixture
+async def server() -> AsyncIterator[DXLinkServer]:
+    """This module's server: the conftest one, reached in memory."""
+    config = ServerConfig(keep_closed_connections=True)
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def token_server() -> AsyncIterator[DXLinkServer]:
+    """A server that requires the token ``"secret"``, reached in memory."""
+    config = ServerConfig(token="secret", keep_closed_connections=True)
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
+        yield srv
+
+
+def connect(
+    srv: DXLinkServer, target: object = None, **kwargs: Any
+) -> AbstractAsyncContextManager[DXLinkFeed]:
+    """``open_dxlink`` to ``srv`` in memory (``target``: a token source instead of its URL)."""
+    return open_dxlink(
+        srv.url if target is None else target,  # type: ignore[arg-type]
+        connector=srv.connector(),
+        **kwargs,
+    )
+
+
 def subscription_messages(server: DXLinkServer, connection: int) -> list[FeedSubscription]:
     return [m for m in server.connection(connection).received if isinstance(m, FeedSubscription)]
 
@@ -46,7 +80,7 @@ def subscription_messages(server: DXLinkServer, connection: int) -> list[FeedSub
 async def test_drop_resumes_on_the_same_handle_with_full_replay(server: DXLinkServer) -> None:
     before = task_count()
     async with (
-        open_dxlink(server.url, reconnect=FAST) as feed,
+        connect(server, reconnect=FAST) as feed,
         feed.subscribe(Quote, ["SPY", "AAPL"]) as quotes,
         feed.subscribe(Trade, ["SPY"], overflow=Overflow.LOSSLESS) as trades,
     ):
@@ -85,7 +119,7 @@ async def test_changes_made_while_disconnected_apply_on_the_next_connection(
 ) -> None:
     policy = ReconnectPolicy(initial_delay=0.2)
     async with (
-        open_dxlink(server.url, reconnect=policy) as feed,
+        connect(server, reconnect=policy) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
         await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
@@ -103,7 +137,7 @@ async def test_changes_made_while_disconnected_apply_on_the_next_connection(
 
 async def test_notify_gaps_marks_the_gap_in_stream_order(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url, reconnect=FAST) as feed,
+        connect(server, reconnect=FAST) as feed,
         feed.subscribe(Trade, ["SPY"], overflow=Overflow.LOSSLESS, notify_gaps=True) as rx,
     ):
         await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
@@ -125,8 +159,8 @@ async def test_stall_is_a_dead_link_and_reconnects_within_the_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        open_dxlink_server(market=pinned_market()) as srv,
-        open_dxlink(srv.url, reconnect=FAST, keepalive_timeout=10) as feed,
+        open_dxlink_server(market=pinned_market(), in_memory=True) as srv,
+        connect(srv, reconnect=FAST, keepalive_timeout=10) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
         await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
@@ -151,7 +185,7 @@ async def test_rejected_token_on_reconnect_fails_fast(token_server: DXLinkServer
     before = task_count()
     started = trio.current_time()
     with pytest.raises(AuthenticationError):
-        async with open_dxlink(token_server.url, token="secret", reconnect=FAST) as feed:
+        async with connect(token_server, token="secret", reconnect=FAST) as feed:
             token_server.reject_all_tokens = True
             token_server.drop_all()
             await feed.wait_state(FeedState.CLOSED)
@@ -178,10 +212,10 @@ async def test_token_renewed_before_expiry_without_losing_subscriptions(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     config = ServerConfig(token="secret")
-    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         session = ExpiringSession(srv.url, lifetime=1000)
         async with (
-            open_dxlink(session, token_refresh_margin=100, keepalive_timeout=1e6) as feed,
+            connect(srv, session, token_refresh_margin=100, keepalive_timeout=1e6) as feed,
             feed.subscribe(Quote, ["SPY"]) as rx,
         ):
             await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
@@ -201,8 +235,8 @@ async def test_token_renewed_before_expiry_without_losing_subscriptions(
 async def test_25000_symbols_subscribe_in_chunks_under_the_budget() -> None:
     config = ServerConfig(max_message_size=16 * 1024)
     async with (
-        open_dxlink_server(config=config, market=pinned_market()) as srv,
-        open_dxlink(srv.url, reconnect=FAST) as feed,
+        open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv,
+        connect(srv, reconnect=FAST) as feed,
     ):
         symbols = [f".SPXW2612{i % 28 + 1:02d}{'CP'[i % 2]}{4000 + i}" for i in range(25_000)]
         async with feed.subscribe(Quote, symbols):
@@ -218,8 +252,8 @@ async def test_25000_symbols_subscribe_in_chunks_under_the_budget() -> None:
 async def test_multi_megabyte_feed_data_is_accepted() -> None:
     config = ServerConfig(max_events_per_message=50_000)
     async with (
-        open_dxlink_server(config=config, market=pinned_market()) as srv,
-        open_dxlink(srv.url) as feed,
+        open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv,
+        connect(srv) as feed,
     ):
         symbols = [f"SYM{i}" for i in range(30_000)]
         async with feed.subscribe(
@@ -240,7 +274,7 @@ async def test_multi_megabyte_feed_data_is_accepted() -> None:
 
 async def test_channel_error_fails_only_that_channels_handles(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url, reconnect=FAST) as feed,
+        connect(server, reconnect=FAST) as feed,
         feed.subscribe(Quote, ["SPY"]) as quotes,
         feed.subscribe(Trade, ["SPY"]) as trades,
     ):
@@ -271,7 +305,7 @@ async def test_channel_error_fails_only_that_channels_handles(server: DXLinkServ
 
 async def test_unprompted_channel_close_fails_only_that_channel(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        connect(server) as feed,
         feed.subscribe(Quote, ["SPY"]) as quotes,
         feed.subscribe(Trade, ["SPY"]) as trades,
     ):
@@ -291,11 +325,14 @@ async def test_unprompted_channel_close_fails_only_that_channel(server: DXLinkSe
 
 
 async def run_server(
-    scope: trio.CancelScope, *, task_status: trio.TaskStatus[DXLinkServer]
+    scope: trio.CancelScope,
+    *,
+    in_memory: bool = False,
+    task_status: trio.TaskStatus[DXLinkServer],
 ) -> None:
     """Serve until ``scope`` is cancelled: a server that can be taken away for good."""
     with scope:
-        async with open_dxlink_server(market=pinned_market()) as srv:
+        async with open_dxlink_server(market=pinned_market(), in_memory=in_memory) as srv:
             task_status.started(srv)
             await trio.sleep_forever()
 
@@ -320,9 +357,9 @@ async def test_give_up_after_a_deadline(autojump_clock: trio.testing.MockClock) 
     policy = ReconnectPolicy(give_up_after=30, initial_delay=1, max_delay=4, jitter=0.0)
     async with trio.open_nursery() as nursery:
         server_scope = trio.CancelScope()
-        srv = await nursery.start(run_server, server_scope)
+        srv = await nursery.start(functools.partial(run_server, server_scope, in_memory=True))
         with pytest.raises(GaveUpError, match="after 30 s"):
-            async with open_dxlink(srv.url, reconnect=policy) as feed:
+            async with connect(srv, reconnect=policy) as feed:
                 server_scope.cancel()
                 lost = trio.current_time()
                 await feed.wait_state(FeedState.CLOSED)
@@ -345,7 +382,7 @@ async def test_soak_drops_every_few_hundred_ms() -> None:
     config = ServerConfig(simulate=True, update_interval=0.01)
     async with (
         open_dxlink_server(config=config, market=pinned_market()) as srv,
-        open_dxlink(srv.url, reconnect=FAST) as feed,
+        connect(srv, reconnect=FAST) as feed,
     ):
         symbols = ["SPY", "AAPL", "QQQ", "MSFT"]
         handles = [
@@ -416,7 +453,7 @@ class FlakySession:
 async def test_a_failing_session_is_retried_on_reconnect(token_server: DXLinkServer) -> None:
     session = FlakySession(token_server.url, failures={2, 3})
     async with (
-        open_dxlink(session, reconnect=FAST) as feed,
+        connect(token_server, session, reconnect=FAST) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
         await until(token_server, lambda: ("Quote", "SPY") in token_server.subscriptions())
@@ -433,7 +470,7 @@ async def test_a_failing_session_is_retried_on_reconnect(token_server: DXLinkSer
 
 async def test_a_session_failing_at_first_is_a_connect_error(server: DXLinkServer) -> None:
     with pytest.raises(ConnectError, match="token service unreachable"):
-        async with open_dxlink(FlakySession(server.url, failures={1})):
+        async with connect(server, FlakySession(server.url, failures={1})):
             pass
 
 

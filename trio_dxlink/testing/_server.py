@@ -66,14 +66,21 @@ from typing import Any, cast
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, Endpoint, WebSocketRequest, WebSocketServer
+from trio_websocket import (
+    ConnectionClosed,
+    Endpoint,
+    WebSocketRequest,
+    WebSocketServer,
+    wrap_server_stream,
+)
 
 from .._messages import Message
+from .._transport import DEFAULT_MAX_MESSAGE_SIZE, Connector, connector_over_streams
 from .._util import unwrap_group
 from ..events import Candle, Event, EventFlag, TimeSeriesEvent, index_from_time
 from ._config import ServerConfig
 from ._market import SIMULATED_TYPES, Market
-from ._server_connection import CLOSE_TIMEOUT, ServerConnection, limit_frames
+from ._server_connection import CLOSE_TIMEOUT, ServerConnection, close_at_once, limit_frames
 from ._server_core import ServerChannel
 from ._upgrade_faults import (
     HANDSHAKE_TIMEOUT,
@@ -96,6 +103,9 @@ __all__ = [
 
 log = logging.getLogger("trio_dxlink.testing")
 
+IN_MEMORY_URL = "ws://in-memory.localhost/"
+"""``server.url`` of a server started with ``in_memory=True``: reach it with
+:meth:`DXLinkServer.connector` (the name is under ``.localhost``: it never leaves the machine)."""
 _WS_MESSAGE_QUEUE = 64  # trio-websocket's own inbound queue; our reader drains it continuously
 _MAX_TIME_MS = (2**31 - 1) * 1000  # the last time a time-series index can hold
 
@@ -393,7 +403,7 @@ class DXLinkServer:
         self._notify()
         return fault
 
-    def _intercept(self, stream: trio.SocketStream) -> bool:
+    def _intercept(self, stream: trio.abc.Stream) -> bool:
         """Take a fresh TCP stream over when :meth:`answer_with_bytes` is in force."""
         if self._nursery is None or not isinstance(self._upgrade_fault, Garbage):
             return False
@@ -409,6 +419,58 @@ class DXLinkServer:
     async def _wait_unstalled(self) -> None:
         while self._stalled:
             await self._resumed.wait()
+
+    def connector(self) -> Connector:
+        """A :data:`~trio_dxlink.Connector` that reaches this server in memory, whatever the URL.
+
+        ``open_dxlink(server.url, connector=server.connector())`` speaks real WebSocket frames
+        over :func:`trio.testing.memory_stream_pair` instead of a socket, so a test can run
+        under :class:`trio.testing.MockClock` (with ``autojump_threshold=0`` hours of
+        keepalives and reconnect backoff pass instantly). It works whether or not the server
+        also listens on TCP (see ``in_memory=`` of :func:`open_dxlink_server`). Upgrade faults
+        (:meth:`reject_upgrades`, :meth:`answer_with_bytes`) apply to it too.
+        """
+
+        async def open_stream(target: object) -> trio.abc.Stream:
+            await trio.lowlevel.checkpoint()
+            if self._nursery is None:
+                raise OSError("the DXLink test server is not running")
+            client, server = trio.testing.memory_stream_pair()
+            if not self._intercept(server):
+                self._nursery.start_soon(self._serve_stream, server)
+            return client
+
+        return connector_over_streams(open_stream, max_message_size=DEFAULT_MAX_MESSAGE_SIZE)
+
+    async def _serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one in-memory connection (see :meth:`connector`)."""
+        assert self._nursery is not None
+        try:
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                request = await wrap_server_stream(
+                    self._nursery,
+                    stream,
+                    message_queue_size=_WS_MESSAGE_QUEUE,
+                    max_message_size=self.max_message_size,
+                )
+            if request is not None:
+                await self._handle(request, stream)
+        finally:
+            close_at_once(stream)
+
+    async def _serve_in_memory(self, task_status: trio.TaskStatus[DXLinkServer]) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.url = IN_MEMORY_URL
+            if self.config.simulate:
+                nursery.start_soon(self._simulate)
+            log.info("DXLink test server running in memory")
+            task_status.started(self)
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
     async def _serve(
         self,
@@ -431,23 +493,27 @@ class DXLinkServer:
             disconnect_timeout=CLOSE_TIMEOUT,
         )
         self._ws_server = ws_server
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(ws_server.run)
-            address, self.port, *_ = listeners[0].socket.getsockname()
-            self.host = str(address)
-            shown = f"[{self.host}]" if ":" in self.host else self.host
-            scheme = "ws" if ssl_context is None else "wss"
-            self.url = f"{scheme}://{shown}:{self.port}"
-            if self.config.simulate:
-                nursery.start_soon(self._simulate)
-            log.info("DXLink test server listening on %s", self.url)
-            task_status.started(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(ws_server.run)
+                address, self.port, *_ = listeners[0].socket.getsockname()
+                self.host = str(address)
+                shown = f"[{self.host}]" if ":" in self.host else self.host
+                scheme = "ws" if ssl_context is None else "wss"
+                self.url = f"{scheme}://{shown}:{self.port}"
+                if self.config.simulate:
+                    nursery.start_soon(self._simulate)
+                log.info("DXLink test server listening on %s", self.url)
+                task_status.started(self)
+        finally:
+            self._nursery = None  # in-memory connections fail cleanly from now on
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _handle(
+        self, request: WebSocketRequest, stream: trio.abc.Stream | None = None
+    ) -> None:
         remote = request.remote
-        stream = None
-        if isinstance(remote, Endpoint):
+        if stream is None and isinstance(remote, Endpoint):
             stream = self._streams.pop(peer_key(remote.address, remote.port), None)
         rejection = self._take_upgrade_fault(Reject)
         if rejection is not None:
@@ -496,6 +562,7 @@ async def serve_dxlink(
     config: ServerConfig | None = None,
     market: Market | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    in_memory: bool = False,
     task_status: trio.TaskStatus[DXLinkServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a local DXLink server until cancelled.
@@ -503,12 +570,19 @@ async def serve_dxlink(
     Use it with ``server = await nursery.start(serve_dxlink)``: once it is listening it calls
     ``task_status.started`` with its :class:`DXLinkServer`. ``port=0`` picks a free port. With
     an ``ssl_context`` (a server context holding a certificate) it serves TLS, at ``wss://``.
+    With ``in_memory=True`` it opens no socket at all: clients reach it through
+    :meth:`DXLinkServer.connector`, and ``server.url`` is :data:`IN_MEMORY_URL`.
     """
     server = DXLinkServer(
         config if config is not None else ServerConfig(),
         market if market is not None else Market(),
     )
-    await server._serve(host, port, ssl_context, task_status)
+    if in_memory:
+        if ssl_context is not None:
+            raise TypeError("in_memory=True takes no ssl_context (there is no socket to secure)")
+        await server._serve_in_memory(task_status)
+    else:
+        await server._serve(host, port, ssl_context, task_status)
 
 
 @asynccontextmanager
@@ -519,12 +593,15 @@ async def open_dxlink_server(
     config: ServerConfig | None = None,
     market: Market | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    in_memory: bool = False,
 ) -> AsyncIterator[DXLinkServer]:
     """Run a local DXLink server for the duration of an ``async with`` block.
 
     Yields the :class:`DXLinkServer`; on exit every connection and task is cancelled. An
     exception raised in the block comes out as itself, not wrapped in an exception group.
-    With an ``ssl_context`` the server speaks TLS (``server.url`` is ``wss://...``).
+    With an ``ssl_context`` the server speaks TLS (``server.url`` is ``wss://...``). With
+    ``in_memory=True`` it opens no socket: connect with
+    ``open_dxlink(server.url, connector=server.connector())``.
     """
     with unwrap_group():
         async with trio.open_nursery() as nursery:
@@ -535,6 +612,7 @@ async def open_dxlink_server(
                 config=config,
                 market=market,
                 ssl_context=ssl_context,
+                in_memory=in_memory,
             )
             server: DXLinkServer = await nursery.start(serve)
             try:

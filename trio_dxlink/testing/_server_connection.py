@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio.testing import MemoryReceiveStream, MemorySendStream
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketServer
 
 from .._messages import Message
@@ -71,6 +72,19 @@ def limit_frames(target: WebSocketConnection | WebSocketServer, size: int) -> No
         setattr(target, "_max_message_size", size)  # noqa: B010 (a private attribute)
 
 
+def close_at_once(stream: trio.abc.Stream) -> None:
+    """Close the byte stream under a WebSocket now, without a close handshake or waiting: the
+    TCP socket, or both directions of an in-memory stream (the peer reads the end of it)."""
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()
+    elif isinstance(stream, trio.SSLStream):
+        close_at_once(stream.transport_stream)
+    elif isinstance(stream, trio.StapledStream):
+        for part in (stream.send_stream, stream.receive_stream):
+            if isinstance(part, (MemorySendStream, MemoryReceiveStream)):
+                part.close()
+
+
 class ServerConnection:
     """One client connection as the server sees it (read it in tests; do not mutate it).
 
@@ -89,7 +103,7 @@ class ServerConnection:
         server: DXLinkServer,
         connection_id: int,
         ws: WebSocketConnection,
-        stream: trio.SocketStream | None,
+        stream: trio.abc.Stream | None,
         remote: str,
     ) -> None:
         self.id = connection_id
@@ -218,7 +232,7 @@ class ServerConnection:
     def _close_transport(self) -> None:
         """Close the TCP socket under the WebSocket (trio-websocket leaves it open after 1009)."""
         if self._stream is not None:
-            self._stream.socket.close()
+            close_at_once(self._stream)
         elif self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
@@ -241,7 +255,7 @@ class ServerConnection:
         self.closed = True
         self._stop()
         if self._stream is not None:
-            self._stream.socket.close()
+            close_at_once(self._stream)
         log.info("connection %d closed (code %s)", self.id, self.close_code)
         self._server._forget(self)
         self._server._notify()

@@ -49,7 +49,7 @@ class Garbage:
 Fault = TypeVar("Fault", Reject, Garbage)
 
 
-async def answer_with(stream: trio.SocketStream, data: bytes) -> None:
+async def answer_with(stream: trio.abc.Stream, data: bytes) -> None:
     """Read the client's request head, answer with ``data``, close."""
     try:
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
@@ -82,7 +82,7 @@ class TrackingListener(trio.abc.Listener[trio.abc.Stream]):
         self,
         inner: trio.SocketListener,
         streams: dict[tuple[str, int], Any],
-        intercept: Callable[[trio.SocketStream], bool] = lambda _: False,
+        intercept: Callable[[trio.abc.Stream], bool] = lambda _: False,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._inner = inner
