@@ -63,7 +63,7 @@ async def test_handshake_in_strict_order_with_token(token_server: DXLinkServer) 
         assert feed.state is FeedState.CONNECTED
         async with feed.subscribe(Quote, ["SPY"]):
             await subscribed(token_server, "Quote", "SPY")
-    received = token_server.connection(1).received
+    received = list(token_server.connection(1).received)
     assert isinstance(received[0], Setup)
     assert isinstance(received[1], Auth)
     assert received[1].token == "secret"

@@ -119,3 +119,18 @@ async def test_in_memory_refuses_tls() -> None:
     with pytest.raises(TypeError, match="no ssl_context"):
         async with open_dxlink_server(in_memory=True, ssl_context=object()):  # type: ignore[arg-type]
             pass
+
+
+async def test_a_long_lived_connection_keeps_a_bounded_record(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = ServerConfig(keep_received=50)
+    async with (
+        open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
+        open_dxlink(server.url, connector=server.connector(), keepalive_interval=1) as feed,
+    ):
+        await trio.sleep(1000)  # about a thousand KEEPALIVEs from the client
+        assert feed.statistics().reconnects == 0
+        assert 50 <= len(server.live[0].received) <= 50 + 50 // 8
+        assert 50 <= len(server.received) <= 50 + 50 // 8
+        assert all(isinstance(m, Keepalive) for _, m in server.received)

@@ -22,6 +22,11 @@ def _number_or_none(_: object, attribute: attrs.Attribute[Any], value: float | N
         raise TypeError(f"{attribute.name} must be a number or None, got {value!r}")
 
 
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be positive or None, got {value!r}")
+
+
 def _data_format(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and value not in DATA_FORMATS:
         raise ValueError(f"{attribute.name} must be one of {DATA_FORMATS} or None, got {value!r}")
@@ -61,6 +66,10 @@ class ServerConfig:
             :attr:`DXLinkServer.connections` and :attr:`DXLinkServer.received` for tests to
             inspect. Off by default: a closed connection is forgotten, so a long-running server
             holds only what its live connections need.
+        keep_received: how many client messages :attr:`DXLinkServer.received` and each
+            connection's ``received`` keep: the newest ones, and up to an eighth more before the
+            oldest are forgotten, so a server that runs for days holds a bounded record
+            (``None``: keep every message).
     """
 
     token: str | None = attrs.field(default=None, repr=False)
@@ -79,3 +88,4 @@ class ServerConfig:
     max_events_per_message: int = attrs.field(default=100, validator=_positive)
     max_snapshot_events: int = attrs.field(default=1000, validator=_positive)
     keep_closed_connections: bool = False
+    keep_received: int | None = attrs.field(default=100_000, validator=_positive_or_none)

@@ -128,8 +128,8 @@ class DXLinkServer:
         market: the :class:`~trio_dxlink.testing.Market` it serves.
         connections: the open connections, in order (with
             ``ServerConfig(keep_closed_connections=True)``, every connection so far).
-        received: every client message as (connection id, message), across the connections in
-            :attr:`connections`.
+        received: client messages as (connection id, message), across the connections in
+            :attr:`connections`: the newest ``ServerConfig.keep_received`` of them (see there).
         max_message_size: the current frame-size limit (see :meth:`set_max_message_size`).
         reject_all_tokens: set it to make every AUTH fail until it is cleared (see also
             :meth:`reject_next_token`).

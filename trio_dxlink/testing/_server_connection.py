@@ -72,6 +72,13 @@ def limit_frames(target: WebSocketConnection | WebSocketServer, size: int) -> No
         setattr(target, "_max_message_size", size)  # noqa: B010 (a private attribute)
 
 
+def trim_to(record: list[Any], keep: int) -> None:
+    """Forget the oldest items of ``record`` once it holds an eighth more than ``keep`` (so the
+    cost of trimming is spread over many appends)."""
+    if len(record) > keep + keep // 8:
+        del record[: len(record) - keep]
+
+
 def close_at_once(stream: trio.abc.Stream) -> None:
     """Close the byte stream under a WebSocket now, without a close handshake or waiting: the
     TCP socket, or both directions of an in-memory stream (the peer reads the end of it)."""
@@ -91,7 +98,8 @@ class ServerConnection:
     Attributes:
         id: a number unique within the server, from 1.
         remote: the client's address.
-        received: every message decoded from the client, in order.
+        received: the messages decoded from the client, in order (the newest
+            ``ServerConfig.keep_received`` of them).
         closed: whether the connection has ended.
         close_code: the WebSocket close code, when known (1006 for an abort).
         frames_sent: how many frames the server has written to this client.
@@ -305,8 +313,12 @@ class ServerConnection:
 
     def _on_event(self, event: ServerEvent) -> None:
         if isinstance(event, MessageReceived):
+            keep = self._server.config.keep_received
             self.received.append(event.message)
             self._server.received.append((self.id, event.message))
+            if keep is not None:
+                trim_to(self.received, keep)
+                trim_to(self._server.received, keep)
         elif isinstance(event, AuthRequested):
             self._check_token(event.token)
         elif isinstance(event, SubscriptionChanged):
