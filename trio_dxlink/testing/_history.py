@@ -137,7 +137,14 @@ def transaction_pieces(events: Sequence[_I], size: int | None) -> list[list[_I]]
 
 def as_transaction(events: Sequence[_I]) -> list[_I]:
     """``events`` as one transaction: TX_PENDING added to every event but the last (which keeps
-    its flags without TX_PENDING, ending the transaction)."""
+    its flags without TX_PENDING, ending the transaction).
+
+    Raises:
+        TypeError: an event is not an indexed one (only those carry flags).
+    """
+    for event in events:
+        if not isinstance(event, IndexedEvent):
+            raise TypeError(f"a transaction holds indexed events, not {event!r}")
     out = [with_flags(event, event.event_flags | EventFlag.TX_PENDING) for event in events[:-1]]
     if events:
         last = events[-1]

@@ -227,9 +227,6 @@ class DXLinkServer:
             TypeError: an event is not an indexed one (only those have flags).
             ValueError: ``per_message`` is not positive.
         """
-        for event in events:
-            if not isinstance(event, IndexedEvent):
-                raise TypeError(f"a transaction holds indexed events, not {event!r}")
         if per_message < 1:
             raise ValueError(f"per_message must be positive, got {per_message}")
         batch = as_transaction([self.history.event(event) for event in events])
@@ -241,13 +238,10 @@ class DXLinkServer:
     def _route(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        normalizing = self.config.normalize_candle_symbols
+        wants = wants_normalized if self.config.normalize_candle_symbols else ServerChannel.wants
         for conn in self.live:
             for channel in list(conn.channels.values()):
-                if normalizing:
-                    wanted = [event for event in events if wants_normalized(channel, event)]
-                else:
-                    wanted = [event for event in events if channel.wants(event)]
+                wanted = [event for event in events if wants(channel, event)]
                 if wanted:
                     conn._emit(channel, wanted)
 
