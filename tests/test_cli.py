@@ -182,10 +182,14 @@ async def start_tastytrade_serve(nursery: trio.Nursery, *flags: str) -> tuple[tr
     return process, Fake(first.removeprefix("listening on "), apis["production"], apis["sandbox"])
 
 
-async def run_stream(fake: Fake, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+async def run_stream(
+    fake: Fake, env: dict[str, str], *args: str, debug: bool = False
+) -> tuple[int, str, str]:
+    """Run `stream ARGS` (with -vv: logging at DEBUG); check no credential was printed."""
+    command = [*CLI, *(["-vv"] if debug else []), "stream", *args]
     with trio.fail_after(60):
         result = await trio.run_process(
-            [*CLI, "stream", *args], capture_stdout=True, capture_stderr=True, check=False, env=env
+            command, capture_stdout=True, capture_stderr=True, check=False, env=env
         )
     for secret in fake.secrets():
         assert secret not in result.stdout
@@ -202,7 +206,7 @@ async def test_serve_tastytrade_prints_both_urls_and_stream_signs_in_through_it(
             fake,
             fake.env(),
             "--tastytrade", "--api-url", fake.api["url"], "Quote", "SPY", "AAPL", "--json",
-            "--count", "4",
+            "--count", "4", debug=True,
         )  # fmt: skip
         # The DXLink server serve printed first wants a token: the stream got it from the API.
         with pytest.raises(AuthenticationError, match="requires a token"):
@@ -210,7 +214,8 @@ async def test_serve_tastytrade_prints_both_urls_and_stream_signs_in_through_it(
                 pass
         process.terminate()
     assert status == 0, err
-    assert err == ""
+    assert "signed in to tastytrade" in err  # the DEBUG log ran (and showed no secret)
+    assert "Traceback" not in err
     events = [json.loads(line) for line in out.splitlines()]
     assert len(events) == 4
     assert {e["eventType"] for e in events} == {"Quote"}
