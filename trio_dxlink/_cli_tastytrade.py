@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._tokens import _may_carry_token
+from ._tokens import may_carry_secret
 
 if TYPE_CHECKING:
     from .tastytrade import TastytradeSession
@@ -79,7 +79,7 @@ def stream_usage_problem(args: argparse.Namespace) -> str | None:
         parts = urllib.parse.urlsplit(args.api_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return f"--api-url must be an http:// or https:// URL, got {args.api_url!r}"
-        if parts.scheme == "http" and not _may_carry_token(f"ws://{parts.netloc}"):
+        if parts.scheme == "http" and not may_carry_secret(args.api_url):
             return (
                 f"refusing to send tastytrade credentials in clear text to {parts.hostname!r}:"
                 " an http:// --api-url is only allowed for loopback addresses; use https://"
