@@ -28,7 +28,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import attrs
 import trio
@@ -106,6 +106,9 @@ class FeedStatistics:
     events_skipped: int
     last_message_time: float | None
     subscriptions: int
+
+
+_SymbolCollection = list[str] | tuple[str, ...] | set[str] | frozenset[str]
 
 
 def _check_event_type(event_type: object) -> None:
@@ -217,17 +220,57 @@ class DXLinkFeed:
             notify_gaps=notify_gaps,
         )
 
-    async def get_event(self, event_type: type[E], symbol: str) -> E:
+    @overload
+    async def get_event(self, event_type: type[E], symbol: str) -> E: ...
+
+    @overload
+    async def get_event(self, event_type: type[E], symbol: _SymbolCollection) -> dict[str, E]: ...
+
+    async def get_event(
+        self, event_type: type[E], symbol: str | _SymbolCollection
+    ) -> E | dict[str, E]:
         """The latest known ``event_type`` event for ``symbol``, or the next one to arrive.
 
-        Bound the wait with :func:`trio.move_on_after` / :func:`trio.fail_after`.
+        Given several symbols (a list), it returns a dict from each symbol to its event, once
+        every one of them has one. Bound the wait with :func:`trio.move_on_after` /
+        :func:`trio.fail_after`. (:meth:`latest` answers without waiting.)
         """
+        if not isinstance(symbol, str):
+            return await self._get_events(event_type, symbol)
         last = self._router.latest(event_type.EVENT_TYPE, symbol)
         if last is not None:
             await trio.lowlevel.checkpoint()
             return last  # type: ignore[return-value]
         async with self.subscribe(event_type, [symbol], overflow=Overflow.LATEST) as rx:
             return await rx.receive()
+
+    async def _get_events(self, event_type: type[E], symbols: Iterable[str]) -> dict[str, E]:
+        wanted = list(dict.fromkeys(symbols))
+        found: dict[str, E] = {}
+        for name in wanted:
+            last = self.latest(event_type, name)
+            if last is not None:
+                found[name] = last
+        missing = [name for name in wanted if name not in found]
+        if not missing:
+            await trio.lowlevel.checkpoint()
+        else:
+            async with self.subscribe(event_type, missing, overflow=Overflow.LATEST) as rx:
+                async for event in rx:
+                    if event.event_symbol in missing:
+                        found.setdefault(event.event_symbol, event)
+                    if len(found) == len(wanted):
+                        break
+        return {name: found[name] for name in wanted}
+
+    def latest(self, event_type: type[E], symbol: str) -> E | None:
+        """The latest ``event_type`` event received for ``symbol``, or ``None`` if there is none.
+
+        Never waits. Events are kept for symbols some handle is subscribed to (a symbol nobody
+        subscribes to any more is forgotten).
+        """
+        _check_event_type(event_type)
+        return self._router.latest(event_type.EVENT_TYPE, symbol)  # type: ignore[return-value]
 
     @property
     def state(self) -> FeedState:
