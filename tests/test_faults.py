@@ -16,7 +16,6 @@ import trio.testing
 from trio_dxlink import (
     NO_RECONNECT,
     AuthenticationError,
-    Candle,
     ConnectionClosedError,
     FeedState,
     MalformedDataError,

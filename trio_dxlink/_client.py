@@ -20,7 +20,6 @@ connection.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import math
 import random
@@ -30,14 +29,13 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
 import trio
 
 from . import _connection as c
-from ._arguments import check_symbols_for
 from ._desired import DesiredState
 from ._exceptions import ChannelError, ConnectionClosedError, DXLinkError, ServerError
-from ._history import History, TimeSeries, fetch_history, history_start
+from ._feed_state import FeedState, FeedStatistics, check_event_type
+from ._history import HandleLane, History, TimeSeries, fetch_history, history_start
 from ._lanes import HistoryLanes, LaneRequest
 from ._messages import SubscriptionEntry
 from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
@@ -47,7 +45,7 @@ from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
 from ._tokens import FixedToken, LegacyTokenSource, Token, TokenSource, as_token_source
 from ._transport import Connector, websocket_connector
 from ._util import raise_single
-from .events import Event, IndexedEvent, TimeSeriesEvent, event_class
+from .events import Event, IndexedEvent, TimeSeriesEvent
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -76,68 +74,6 @@ DEFAULT_MAX_HISTORY_REQUESTS = 20
 
 _CLOSE_GRACE = 2.0
 """Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
-
-
-class FeedState(enum.Enum):
-    """Where a feed's connection is."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    CLOSED = "closed"
-
-
-@attrs.frozen
-class FeedStatistics:
-    """A snapshot of a feed's state and counters.
-
-    Attributes:
-        state: the connection state now.
-        reason: why the last connection was lost (``None`` if it never was).
-        reconnects: connections established after the first.
-        connection_losses: connections lost.
-        messages_received / events_received: totals over all connections.
-        events_unrouted: events for symbols no handle wanted (counted, not delivered).
-        malformed_messages: frames that were not valid JSON messages, or whose data was (partly)
-            undecodable; what could be decoded was delivered, the rest skipped.
-        events_skipped: COMPACT rows and FULL objects skipped because they could not be decoded.
-        last_message_time: ``trio.current_time()`` of the last frame received, if any.
-        subscriptions: wire subscriptions currently wanted (history requests included).
-        history_in_flight: history requests sent and waiting for the end of their snapshot.
-        history_waiting: history requests waiting for their turn (see ``max_history_requests``).
-        refusals: subscriptions the server refused at a limit (each failed its request).
-    """
-
-    state: FeedState
-    reason: BaseException | None
-    reconnects: int
-    connection_losses: int
-    messages_received: int
-    events_received: int
-    events_unrouted: int
-    malformed_messages: int
-    events_skipped: int
-    last_message_time: float | None
-    subscriptions: int
-    history_in_flight: int = 0
-    history_waiting: int = 0
-    refusals: int = 0
-
-
-def _check_event_type(event_type: object) -> None:
-    """``event_type`` must be an event class the codec knows (before any state changes)."""
-    if not (isinstance(event_type, type) and issubclass(event_type, Event)):
-        raise TypeError(f"event_type must be an event class, got {event_type!r}")
-    name = getattr(event_type, "EVENT_TYPE", None)
-    try:
-        known = event_class(name) if isinstance(name, str) else None
-    except KeyError:
-        known = None
-    if known is not event_type:
-        raise TypeError(
-            f"{event_type.__name__} is not a registered event type (a subclass of an event"
-            " class is not one by itself; declare it with trio_dxlink.events.event_type)"
-        )
 
 
 class DXLinkFeed:
@@ -219,7 +155,7 @@ class DXLinkFeed:
         Raises:
             SymbolError: a malformed candle symbol (the parser's message).
         """
-        _check_event_type(event_type)
+        check_event_type(event_type)
         if from_time is not None and not issubclass(event_type, TimeSeriesEvent):
             raise ValueError(
                 f"from_time is for time-series events (Candle, TimeAndSale, Greeks, ...),"
@@ -360,12 +296,11 @@ class DXLinkFeed:
         if handle not in self._handles:
             return
         symbols = list(symbols)
-        check_symbols_for(handle.event_type, symbols)
         requests = self._lane_requests.get(handle)
         if requests is not None and handle.from_time is not None:  # on a lane of its own
             for symbol in symbols:
                 request = LaneRequest(
-                    _HandleLane(handle),
+                    HandleLane(handle),
                     handle.event_type.EVENT_TYPE,
                     symbol,
                     handle.from_time,
@@ -542,24 +477,6 @@ class DXLinkFeed:
         for request in self._lanes.requests():
             self._lanes.remove(request)
             request.owner.lane_failed(request, error)
-
-
-class _HandleLane:
-    """A subscription handle as the owner of one lane request (raw events, as they come)."""
-
-    __slots__ = ("handle",)
-
-    def __init__(self, handle: Subscription[Any]) -> None:
-        self.handle = handle
-
-    def lane_events(self, request: LaneRequest, events: list[Event]) -> None:
-        self.handle._push(events)
-
-    def lane_failed(self, request: LaneRequest, error: BaseException) -> None:
-        self.handle._fail(error)
-
-    def lane_reset(self, request: LaneRequest) -> None:
-        pass  # the feed marks the gap on every handle
 
 
 @asynccontextmanager

@@ -27,12 +27,13 @@ from ._arguments import check_symbols_for, epoch_ms, now_ms
 from ._assembly import SnapshotStatus, TimeSeriesAssembler, Update
 from ._exceptions import SlowConsumerError, SubscriptionClosedError
 from ._lanes import LaneRequest
+from ._subscription import Subscription
 from .events import Event, EventFlag, TimeSeriesEvent
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["History", "LaneHost", "TimeSeries", "fetch_history", "history_start"]
+__all__ = ["HandleLane", "History", "LaneHost", "TimeSeries", "fetch_history", "history_start"]
 
 TS = TypeVar("TS", bound=TimeSeriesEvent)
 
@@ -115,6 +116,24 @@ class History(Generic[TS]):
             for row, event in zip(out, self.events, strict=True):
                 row["time"] = event.time_dt
         return out
+
+
+class HandleLane:
+    """A subscription handle as the owner of one lane request (raw events, as they come)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Subscription[Any]) -> None:
+        self.handle = handle
+
+    def lane_events(self, request: LaneRequest, events: list[Event]) -> None:
+        self.handle._push(events)
+
+    def lane_failed(self, request: LaneRequest, error: BaseException) -> None:
+        self.handle._fail(error)
+
+    def lane_reset(self, request: LaneRequest) -> None:
+        pass  # the feed marks the gap on every handle
 
 
 class _Series(Generic[TS]):

@@ -129,10 +129,8 @@ class HistoryLanes:
         if request in self._placed:
             actions = [self._unplace(request)]
             return actions + self._fill()
-        try:
+        if request in self._queue:
             self._queue.remove(request)
-        except ValueError:
-            pass
         return []
 
     def refuse(self, lane: int | None) -> tuple[LaneRequest | None, list[LaneAction]]:
