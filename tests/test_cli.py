@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import re
 import subprocess
 
+import attrs
 import pytest
 import trio
 
-from trio_dxlink import FeedState, Quote, ReconnectPolicy, open_dxlink
+from trio_dxlink import (
+    NO_RECONNECT,
+    AuthenticationError,
+    FeedState,
+    Quote,
+    ReconnectPolicy,
+    open_dxlink,
+)
 
 from .conftest import CLI, start_serve
 
@@ -115,3 +125,152 @@ async def test_a_closed_pipe_ends_the_stream_quietly() -> None:
             await process.wait()
     assert process.returncode == 0
     assert b"Traceback" not in errors
+
+
+# --- tastytrade: `serve --tastytrade` and `stream --tastytrade` ---------------------------------
+
+BANNER = re.compile(
+    r"^tastytrade (?P<env>sandbox )?API on (?P<url>http://127\.0\.0\.1:\d+)"
+    r" \(TT_SECRET=(?P<secret>\S+) TT_REFRESH=(?P<refresh>\S+)\)$"
+)
+
+
+@attrs.frozen
+class Fake:
+    """What `serve --tastytrade` printed: the DXLink URL, and each API's URL and credentials."""
+
+    dxlink_url: str
+    api: dict[str, str]
+    sandbox: dict[str, str]
+
+    def env(self, *, sandbox: bool = False, **overrides: str) -> dict[str, str]:
+        """This process's environment with the API's credentials in TT_SECRET / TT_REFRESH."""
+        api = self.sandbox if sandbox else self.api
+        env = environment_without_credentials()
+        env.update(TT_SECRET=api["secret"], TT_REFRESH=api["refresh"])
+        env.update(overrides)
+        return env
+
+    def secrets(self) -> list[bytes]:
+        return [
+            api[key].encode() for api in (self.api, self.sandbox) for key in ("secret", "refresh")
+        ]
+
+
+def environment_without_credentials() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("TT_SECRET", "TT_REFRESH")}
+
+
+async def start_tastytrade_serve(nursery: trio.Nursery, *flags: str) -> tuple[trio.Process, Fake]:
+    run = functools.partial(trio.run_process, stdout=subprocess.PIPE, check=False)
+    command = [*CLI, "serve", "--tastytrade", "--port", "0", *flags]
+    process: trio.Process = await nursery.start(run, command)
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(30):
+        while buffer.count(b"\n") < 3:
+            chunk = await process.stdout.receive_some()
+            assert chunk, f"serve --tastytrade exited early, after {buffer!r}"
+            buffer += chunk
+    first, *banner = buffer.decode().splitlines()[:3]
+    assert first.startswith("listening on ws://127.0.0.1:")  # what existing tooling reads
+    apis = {}
+    for line in banner:
+        match = BANNER.match(line)
+        assert match, line
+        apis["sandbox" if match["env"] else "production"] = match.groupdict()
+    return process, Fake(first.removeprefix("listening on "), apis["production"], apis["sandbox"])
+
+
+async def run_stream(
+    fake: Fake, env: dict[str, str], *args: str, debug: bool = False
+) -> tuple[int, str, str]:
+    """Run `stream ARGS` (with -vv: logging at DEBUG); check no credential was printed."""
+    command = [*CLI, *(["-vv"] if debug else []), "stream", *args]
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            command, capture_stdout=True, capture_stderr=True, check=False, env=env
+        )
+    for secret in fake.secrets():
+        assert secret not in result.stdout
+        assert secret not in result.stderr
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_serve_tastytrade_prints_both_urls_and_stream_signs_in_through_it() -> None:
+    async with trio.open_nursery() as nursery:
+        process, fake = await start_tastytrade_serve(nursery)
+        assert fake.api["url"] != fake.sandbox["url"]
+        assert fake.api["secret"] != fake.sandbox["secret"]
+        status, out, err = await run_stream(
+            fake,
+            fake.env(),
+            "--tastytrade", "--api-url", fake.api["url"], "Quote", "SPY", "AAPL", "--json",
+            "--count", "4", debug=True,
+        )  # fmt: skip
+        # The DXLink server serve printed first wants a token: the stream got it from the API.
+        with pytest.raises(AuthenticationError, match="requires a token"):
+            async with open_dxlink(fake.dxlink_url, reconnect=NO_RECONNECT):
+                pass
+        process.terminate()
+    assert status == 0, err
+    assert "signed in to tastytrade" in err  # the DEBUG log ran (and showed no secret)
+    assert "Traceback" not in err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert len(events) == 4
+    assert {e["eventType"] for e in events} == {"Quote"}
+    assert {e["eventSymbol"] for e in events} <= {"SPY", "AAPL"}
+
+
+async def test_stream_tastytrade_errors_are_one_line_without_secrets() -> None:
+    async with trio.open_nursery() as nursery:
+        process, fake = await start_tastytrade_serve(nursery)
+        api, sandbox = fake.api["url"], fake.sandbox["url"]
+        cases = [
+            # (environment, arguments, exit status, message)
+            (environment_without_credentials(), ["--api-url", api], 2,
+             "TT_SECRET and TT_REFRESH not set"),
+            (fake.env(TT_SECRET="wrong"), ["--api-url", api], 1,
+             "TastytradeAuthenticationError: tastytrade rejected the client secret"),
+            (fake.env(TT_REFRESH="revoked"), ["--api-url", api], 1,
+             "TastytradeAuthenticationError: tastytrade refused the refresh token"),
+            (fake.env(sandbox=True), ["--sandbox", "--api-url", sandbox], 1,
+             "the tastytrade sandbox has no market data"),
+            (fake.env(), ["--api-url", api, "--url", fake.dxlink_url], 2,
+             "--tastytrade gets the DXLink URL from tastytrade: leave out --url"),
+            (fake.env(), ["--api-url", "http://example.com"], 2,
+             "refusing to send tastytrade credentials in clear text to 'example.com'"),
+            (fake.env(), ["--api-url", "ftp://127.0.0.1"], 2, "must be an http:// or https://"),
+        ]  # fmt: skip
+        results = []
+        for env, args, status, message in cases:
+            outcome = await run_stream(fake, env, "--tastytrade", *args, "Quote", "SPY")
+            results.append((outcome, status, message))
+        not_tastytrade = await run_stream(fake, fake.env(), "--sandbox", "Quote", "SPY")
+        process.terminate()
+    for (status, out, err), expected_status, message in results:
+        assert (status, out) == (expected_status, ""), err
+        assert message in err
+        assert err.count("\n") == 1, err  # one line, no traceback
+    assert not_tastytrade[0] == 2
+    assert "--sandbox and --api-url need --tastytrade" in not_tastytrade[2]
+
+
+async def test_stream_tastytrade_when_the_login_is_not_entitled() -> None:
+    async with trio.open_nursery() as nursery:
+        process, fake = await start_tastytrade_serve(nursery, "--not-entitled")
+        status, out, err = await run_stream(
+            fake, fake.env(), "--tastytrade", "--api-url", fake.api["url"], "Quote", "SPY"
+        )
+        process.terminate()
+    assert (status, out) == (1, "")
+    assert err.startswith("trio-dxlink: TastytradeAuthenticationError: ")
+    assert "not entitled to market data" in err
+    assert err.count("\n") == 1
+
+
+async def test_serve_tastytrade_flags_need_tastytrade() -> None:
+    result = await run_cli("serve", "--not-entitled")
+    assert result.returncode == 2
+    assert b"--api-port and --not-entitled need --tastytrade" in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -19,6 +19,11 @@ picked up without touching this file. Each block runs in a fresh namespace insid
   that is still running then, or still looping ``GRACE`` seconds after its handles delivered
   their first events, is ended there and passes if those handles delivered events. Raising fails.
 * Connections to any host but 127.0.0.1 fail the block, so nothing reaches the network.
+* A block that uses ``trio_dxlink.tastytrade`` (it or an earlier block of its file imports it)
+  runs beside the tastytrade fake (``open_tastytrade_server``), with ``TT_SECRET`` /
+  ``TT_REFRESH`` set to the fake's credentials and tastytrade's production and sandbox
+  addresses (``trio_dxlink.tastytrade.PRODUCTION_URL``, ``SANDBOX_URL``) pointed at it, so the
+  examples are written exactly as against a real account. The fake is ``tt`` in the namespace.
 
 To make a new block pass: fix the block if it is wrong. If it needs a name that is user code in
 the docs (like ``handle``), add a stand-in to ``LiveDocs.names`` (for a TLS example, say, a
@@ -49,6 +54,7 @@ from trio_dxlink.testing import (
     Market,
     ServerConfig,
     open_dxlink_server,
+    open_tastytrade_server,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +131,8 @@ def test_the_docs_have_python_blocks() -> None:
     assert counts["README.md"] >= 2
     assert counts["testing.md"] >= 8
     assert counts["usage.md"] >= 16
+    assert counts["tastytrade.md"] >= 6
+    assert counts["tastytrade-streamer.md"] >= 3
 
 
 # --- preparing a block ------------------------------------------------------------------------
@@ -286,6 +294,30 @@ class LiveDocs:
         return cls(nursery, server, feed, rx)
 
 
+def mentions_tastytrade(block: Block) -> bool:
+    """Whether ``block``, or an earlier runnable block of its file, uses trio_dxlink.tastytrade."""
+    return any(
+        "trio_dxlink.tastytrade" in earlier.source
+        for earlier in BLOCKS
+        if earlier.path == block.path and earlier.line <= block.line and not earlier.skip
+    )
+
+
+async def open_tastytrade_fake(stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The tastytrade fake, standing in for production and the sandbox (see the module doc)."""
+    from trio_dxlink.tastytrade import _session
+
+    config = ServerConfig(simulate=True, update_interval=TICK)
+    tt = await stack.enter_async_context(
+        open_tastytrade_server(config=config, market=Market(seed=7))
+    )
+    monkeypatch.setenv("TT_SECRET", tt.client_secret)
+    monkeypatch.setenv("TT_REFRESH", tt.refresh_token)
+    monkeypatch.setattr(_session, "PRODUCTION_URL", tt.api_url)
+    monkeypatch.setattr(_session, "SANDBOX_URL", tt.sandbox_url)
+    return tt
+
+
 # --- running a block --------------------------------------------------------------------------
 
 
@@ -325,7 +357,9 @@ async def fixture_values(
     return kwargs
 
 
-async def run_block(block: Block, handles: list[Subscription[Any]], clock: Any) -> None:
+async def run_block(
+    block: Block, handles: list[Subscription[Any]], clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = _TrioRunToAwait().visit(block.parse())
     code = compile(tree, str(block.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     entries = [node.name for node in entry_points(tree)]
@@ -337,6 +371,8 @@ async def run_block(block: Block, handles: list[Subscription[Any]], clock: Any) 
         if clock is None:  # (on a MockClock the simulating server would spin the clock)
             live = await LiveDocs.open(stack)
             namespace.update(live.names)
+        if mentions_tastytrade(block):
+            namespace["tt"] = await open_tastytrade_fake(stack, monkeypatch)
         exec(compile(prelude(block), str(block.path), "exec"), namespace)
 
         def delivered() -> int:
@@ -398,4 +434,4 @@ def test_doc_block(block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
         arg.arg == "autojump_clock" for f in entry_points(tree) for arg in _args(f.args)
     )
     clock = trio.testing.MockClock(autojump_threshold=0) if wants_clock else None
-    trio.run(run_block, block, handles, clock, clock=clock)
+    trio.run(run_block, block, handles, clock, monkeypatch, clock=clock)

@@ -10,7 +10,6 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
 import trio
 import trio.testing
@@ -177,6 +176,7 @@ def test_a_refusal_fails_the_newest_request_that_had_no_data() -> None:
     assert refused is second
     assert [(a.add, a.entry.symbol) for a in actions] == [(False, "S1{=5m}")]
     assert second.state is LaneState.GONE
+    assert lanes.max_in_flight == 2  # learned: the server accepted no more than that
     assert lanes.refuse(5) == (None, [])
 
 
@@ -432,79 +432,89 @@ async def test_sixty_requests_at_once_are_paced(memory_server: DXLinkServer) -> 
     assert memory_server.connections[-1].id == 1  # one connection throughout
 
 
-async def test_a_refusal_fails_one_request_and_never_the_connection(
-    memory_server: DXLinkServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    record(memory_server, "AAPL{=5m}", 3)
-    async with open_dxlink(memory_server.url, connector=memory_server.connector()) as feed:
-        with trio.fail_after(5):
-            await feed.history(Candle, "AAPL{=5m}", T0)  # the lane channel is open now
-        snapshot = memory_server._snapshot
-        # NONE{=5m} gets no answer: the request stays in flight until the server refuses it
-        monkeypatch.setattr(
-            memory_server,
-            "_snapshot",
-            lambda cls, symbol, t: [] if symbol.startswith("NONE") else snapshot(cls, symbol, t),
-        )
-        outcome: list[SubscriptionRefusedError] = []
+async def test_a_server_cap_refuses_requests_but_never_the_connection() -> None:
+    # The client allows 20 in flight, the server only 5: the rest are refused one by one.
+    config = ServerConfig(max_snapshots_in_flight=5, keep_closed_connections=True)
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
+        symbols = [f"S{i}{{=5m}}" for i in range(60)]
+        for symbol in symbols:
+            record(srv, symbol, 3)
+        outcomes: dict[str, History[Candle] | SubscriptionRefusedError] = {}
+        async with open_dxlink(srv.url, connector=srv.connector()) as feed:
 
-        async def refused() -> None:
-            try:
-                await feed.history(Candle, "NONE{=5m}", T0)
-            except SubscriptionRefusedError as exc:
-                outcome.append(exc)
+            async def fetch(symbol: str) -> None:
+                try:
+                    outcomes[symbol] = await feed.history(Candle, symbol, T0)
+                except SubscriptionRefusedError as exc:
+                    outcomes[symbol] = exc
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(refused)
-            await until(memory_server, lambda: len(history_adds(memory_server)) == 2)
-            channel, _ = history_adds(memory_server)[-1]
-            text = "Subscription size for event type 'Candle' is too big"
-            memory_server.send_error(1, channel, "UNKNOWN", text)
-        (error,) = outcome
-        assert "too big" in error.message
-        assert error.channel == channel
-        assert feed.statistics().refusals == 1
-        with trio.fail_after(5):
-            again = await feed.history(Candle, "AAPL{=5m}", T0)  # same channel, still usable
-        assert len(again) == 3
-        assert feed.statistics().reconnects == 0
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    for symbol in symbols:
+                        nursery.start_soon(fetch, symbol)
+            refused = [o for o in outcomes.values() if isinstance(o, SubscriptionRefusedError)]
+            served = [o for o in outcomes.values() if isinstance(o, History)]
+            assert len(outcomes) == 60
+            assert refused, "the server's cap was never reached"
+            assert all("too big" in e.message for e in refused)
+            assert all(len(h) == 3 for h in served)
+            stats = feed.statistics()
+            assert stats.refusals == len(refused)
+            assert stats.reconnects == 0
+            assert feed.state is FeedState.CONNECTED
+            with trio.fail_after(5):
+                again = await feed.history(Candle, symbols[0], T0)  # still usable
+            assert len(again) == 3
+        assert [c.id for c in srv.connections] == [1]
 
 
-async def test_normalised_echo_and_string_index_on_the_wire(
-    memory_server: DXLinkServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The server answers SPX{=1h} as SPX{=h}, in FULL format, with index as a string (§12).
-    monkeypatch.setattr(memory_server, "_snapshot", lambda cls, symbol, from_time: [])
+async def test_pacing_under_the_server_cap_means_no_refusals() -> None:
+    config = ServerConfig(max_snapshots_in_flight=5)
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
+        symbols = [f"S{i}{{=5m}}" for i in range(60)]
+        for symbol in symbols:
+            record(srv, symbol, 3)
+        results: list[History[Candle]] = []
+        async with open_dxlink(srv.url, connector=srv.connector(), max_history_requests=5) as feed:
+
+            async def fetch(symbol: str) -> None:
+                results.append(await feed.history(Candle, symbol, T0))
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    for symbol in symbols:
+                        nursery.start_soon(fetch, symbol)
+            assert feed.statistics().refusals == 0
+    assert len(results) == 60
+
+
+@pytest.mark.parametrize("data_format", ["COMPACT", "FULL"])
+async def test_normalised_echo_string_index_and_split_snapshots(data_format: str) -> None:
+    # The server answers SPX{=1h} as SPX{=h}, with index as a string, in TX_PENDING pieces.
+    config = ServerConfig(
+        normalize_candle_symbols=True,
+        index_as_string=True,
+        snapshot_transaction_size=3,
+        data_format_override=data_format,
+    )
     hour = 3_600_000
-    rows = [
-        {
-            "eventType": "Candle",
-            "eventSymbol": "SPX{=h}",
-            "eventFlags": flags,
-            "index": str(index_from_time(T0 + n * hour)),
-            "time": T0 + n * hour,
-            "close": float(n),
-        }
-        for n, flags in ((2, 4), (1, 0), (0, 8))
-    ]
-    results: list[History[Candle]] = []
-
-    async def fetch() -> None:
-        results.append(await feed.history(Candle, "SPX{=1h}", T0))
-
-    async with (
-        open_dxlink(memory_server.url, connector=memory_server.connector()) as feed,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(fetch)
-        await until(memory_server, lambda: len(history_adds(memory_server)) == 1)
-        channel, _ = history_adds(memory_server)[0]
-        frame = {"type": "FEED_DATA", "channel": channel, "data": rows}
-        memory_server.send_raw(1, orjson.dumps(frame).decode())
-    (result,) = results
-    assert [c.close for c in result] == [0.0, 1.0, 2.0]
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
+        for n in range(10):
+            t = T0 + n * hour
+            srv.market.update(Candle("SPX{=h}", time=t, index=index_from_time(t), close=float(n)))
+        async with (
+            open_dxlink(srv.url, connector=srv.connector()) as feed,
+            feed.time_series(Candle, ["SPX{=1h}"], T0 + 5 * hour) as ts,
+        ):
+            with trio.fail_after(5):
+                result = await feed.history(Candle, "SPX{=1h}", T0)
+                first = await ts.receive()
+    assert [c.close for c in result] == [float(n) for n in range(10)]
     assert result.events[0].event_symbol == "SPX{=h}"
     assert result.events[0].index == index_from_time(T0)
+    assert result.status is SnapshotStatus.COMPLETE
+    assert first.snapshot
+    assert [c.close for c in first.events] == [5.0, 6.0, 7.0, 8.0, 9.0]
 
 
 async def test_history_over_loopback() -> None:

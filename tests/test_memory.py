@@ -134,3 +134,32 @@ async def test_a_long_lived_connection_keeps_a_bounded_record(
         assert 50 <= len(server.live[0].received) <= 50 + 50 // 8
         assert 50 <= len(server.received) <= 50 + 50 // 8
         assert all(isinstance(m, Keepalive) for _, m in server.received)
+
+
+async def test_latest_never_waits_and_get_event_takes_several_symbols() -> None:
+    async with (
+        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink(server.url, connector=server.connector()) as feed,
+    ):
+        assert feed.latest(Quote, "SPY") is None  # nothing known: None at once
+        async with feed.subscribe(Quote, ["SPY"]) as rx:
+            await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
+            server.publish(Quote("SPY", bid_price=1.0))
+            with trio.fail_after(5):
+                await rx.receive()
+            latest = feed.latest(Quote, "SPY")
+            assert latest is not None
+            assert latest.bid_price == 1.0
+
+            async def publish_when_subscribed() -> None:
+                await until(server, lambda: ("Quote", "AAPL") in server.subscriptions())
+                server.publish(Quote("AAPL", bid_price=2.0), Quote("QQQ", bid_price=3.0))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_when_subscribed)
+                with trio.fail_after(5):
+                    both = await feed.get_event(Quote, ["SPY", "AAPL", "QQQ"])
+            assert list(both) == ["SPY", "AAPL", "QQQ"]
+            assert [q.bid_price for q in both.values()] == [1.0, 2.0, 3.0]
+        with pytest.raises(TypeError, match="event class"):
+            feed.latest(int, "SPY")  # type: ignore[type-var]

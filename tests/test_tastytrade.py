@@ -422,3 +422,11 @@ async def test_no_secret_reaches_logs_reprs_or_errors(
     assert "not entitled" in haystack
     for secret in secrets:
         assert secret not in haystack
+
+
+def test_credentials_are_never_sent_in_clear_text_off_the_machine() -> None:
+    with pytest.raises(TastytradeError, match="clear text"):
+        TastytradeSession("client-secret", "refresh-token", base_url="http://api.example.com")
+    # loopback may be plain http (the fake), anything else must be https
+    assert TastytradeSession("s", "r", base_url="http://127.0.0.1:1").base_url.startswith("http:")
+    assert TastytradeSession("s", "r", base_url="https://api.example.com").base_url

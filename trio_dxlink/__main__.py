@@ -4,8 +4,12 @@
 line with ``--json`` (and whenever standard output is not a terminal). With no ``--url`` it
 starts the embedded local DXLink server in-process, with a simulated market, and streams from it.
 
+``stream --tastytrade`` signs in to tastytrade (``TT_SECRET`` / ``TT_REFRESH``; ``--sandbox``,
+``--api-url``) and streams from the DXLink server its quote token is for.
+
 ``serve`` runs the local DXLink server until interrupted and prints ``listening on ws://HOST:PORT``
-as its first line.
+as its first line. ``serve --tastytrade`` runs the tastytrade fake beside it and prints its API
+addresses and (made-up) credentials next.
 """
 
 from __future__ import annotations
@@ -23,9 +27,18 @@ import attrs
 import orjson
 import trio
 
+from ._cli_tastytrade import (
+    add_serve_options,
+    add_stream_options,
+    fake_banner,
+    serve_tastytrade_fake,
+    session_from_args,
+    stream_usage_problem,
+)
 from ._client import NO_RECONNECT, ReconnectPolicy, open_dxlink
 from ._codec import encode_full
 from ._exceptions import DXLinkError
+from ._tokens import TokenSource
 from ._util import unwrap_group
 from .events import EVENT_TYPES, Event, event_class
 
@@ -59,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     stream.add_argument("--seed", type=int, default=0, help="embedded server's market seed")
     stream.add_argument("--no-reconnect", action="store_true", help="fail instead of reconnecting")
+    add_stream_options(stream)
 
     serve = sub.add_parser("serve", help="run the local DXLink server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -94,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="fault: close one channel of each connection every N s",
     )
+    add_serve_options(serve)
     return parser
 
 
@@ -184,7 +199,13 @@ async def _stream(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
     as_json = args.json or not sys.stdout.isatty()
+    problem = stream_usage_problem(args)
+    if problem is not None:
+        raise UsageError(problem)
     policy = NO_RECONNECT if args.no_reconnect else ReconnectPolicy(give_up_after=120.0)
+    if args.tastytrade:
+        async with session_from_args(args) as session:
+            return await _consume(args, event_type, session, None, policy, as_json)
     if args.url is None:
         from .testing import Market, ServerConfig, open_dxlink_server
 
@@ -200,7 +221,7 @@ async def _stream(args: argparse.Namespace) -> int:
 async def _consume(
     args: argparse.Namespace,
     event_type: type[Event],
-    url: str,
+    target: str | TokenSource,
     token: str | None,
     policy: ReconnectPolicy,
     as_json: bool,
@@ -210,7 +231,7 @@ async def _consume(
     table = None if as_json else _Table(out, event_type)
     with trio.move_on_after(args.duration if args.duration is not None else math.inf):
         async with (
-            open_dxlink(url, token, reconnect=policy) as feed,
+            open_dxlink(target, token, reconnect=policy) as feed,
             feed.subscribe(event_type, args.symbols, from_time=args.from_time) as rx,
         ):
             next_draw = 0.0
@@ -237,10 +258,13 @@ async def _consume(
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from .testing import Market, ServerConfig, serve_dxlink
+    from .testing import DXLinkServer, Market, ServerConfig, TastytradeServer, serve_dxlink
 
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be 0..65535, got {args.port}")
+    for flag, port in (("--port", args.port), ("--api-port", args.api_port)):
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{flag} must be 0..65535, got {port}")
+    if not args.tastytrade and (args.api_port or args.not_entitled):
+        raise UsageError("--api-port and --not-entitled need --tastytrade")
     for name in ("drop_every", "stall_every", "channel_error_every", "close_channel_every"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -252,20 +276,28 @@ async def _serve(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
         max_message_size=args.max_message_size,
     )
+    market = Market(seed=args.seed)
     async with trio.open_nursery() as nursery:
+        fake: TastytradeServer | None = None
         try:
-            server = await nursery.start(
-                lambda task_status: serve_dxlink(
-                    host=args.host,
-                    port=args.port,
-                    config=config,
-                    market=Market(seed=args.seed),
-                    task_status=task_status,
+            if args.tastytrade:
+                fake = await nursery.start(serve_tastytrade_fake, args, config, market)
+                server: DXLinkServer = fake.dxlink
+            else:
+                server = await nursery.start(
+                    lambda task_status: serve_dxlink(
+                        host=args.host,
+                        port=args.port,
+                        config=config,
+                        market=market,
+                        task_status=task_status,
+                    )
                 )
-            )
         except OSError as exc:
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         print(f"listening on {server.url}", flush=True)
+        if fake is not None:
+            print("\n".join(fake_banner(fake)), flush=True)
         if args.reject_tokens:
             server.reject_all_tokens = True
         for every, fault in (

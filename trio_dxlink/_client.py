@@ -27,7 +27,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
@@ -74,6 +74,9 @@ DEFAULT_MAX_HISTORY_REQUESTS = 20
 
 _CLOSE_GRACE = 2.0
 """Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
+
+
+_SymbolCollection = list[str] | tuple[str, ...] | set[str] | frozenset[str]
 
 
 class DXLinkFeed:
@@ -190,19 +193,13 @@ class DXLinkFeed:
         start: dt.datetime | int,
         end: dt.datetime | int | None = None,
     ) -> History[TS]:
-        """The history of one time series from ``start`` (to ``end``, default now).
+        """The history of one time series from ``start`` (to ``end``, default now): a frozen
+        :class:`~trio_dxlink.History` (``.events`` oldest first, ``.status``, ``.reaches_start``).
 
-        Asks on a HISTORY channel with a wire subscription of its own (other handles on the
-        symbol are not disturbed), waits until the server's snapshot is consistent, withdraws
-        the subscription and returns a frozen :class:`~trio_dxlink.History`: ``.events``
-        oldest first within ``start``..``end``, ``.status`` (COMPLETE, SNIPPED or EMPTY),
-        ``.reaches_start``. Bound the wait with :func:`trio.fail_after`. Requests are paced
-        with every other request that needs a snapshot (``max_history_requests``).
-
-        Args:
-            event_type: a time-series type (:class:`~trio_dxlink.Candle`, TimeAndSale, ...).
-            symbol: one symbol, e.g. ``"AAPL{=5m}"``.
-            start, end: aware datetimes or epoch milliseconds (see :meth:`subscribe`).
+        Asked on a HISTORY channel with a wire subscription of its own (other handles are not
+        disturbed), paced with every request that needs a snapshot, withdrawn once the
+        snapshot is consistent. Bound the wait with :func:`trio.fail_after`. ``start`` and
+        ``end`` are aware datetimes or epoch milliseconds (see :meth:`subscribe`).
 
         Raises:
             SymbolError: a malformed candle symbol.
@@ -229,17 +226,57 @@ class DXLinkFeed:
             raise ConnectionClosedError("the feed is closed")
         return TimeSeries(self, event_type, symbols, start)
 
-    async def get_event(self, event_type: type[E], symbol: str) -> E:
+    @overload
+    async def get_event(self, event_type: type[E], symbol: str) -> E: ...
+
+    @overload
+    async def get_event(self, event_type: type[E], symbol: _SymbolCollection) -> dict[str, E]: ...
+
+    async def get_event(
+        self, event_type: type[E], symbol: str | _SymbolCollection
+    ) -> E | dict[str, E]:
         """The latest known ``event_type`` event for ``symbol``, or the next one to arrive.
 
-        Bound the wait with :func:`trio.move_on_after` / :func:`trio.fail_after`.
+        Given several symbols (a list), it returns a dict from each symbol to its event, once
+        every one of them has one. Bound the wait with :func:`trio.move_on_after` /
+        :func:`trio.fail_after`. (:meth:`latest` answers without waiting.)
         """
+        if not isinstance(symbol, str):
+            return await self._get_events(event_type, symbol)
         last = self._router.latest(event_type.EVENT_TYPE, symbol)
         if last is not None:
             await trio.lowlevel.checkpoint()
             return last  # type: ignore[return-value]
         async with self.subscribe(event_type, [symbol], overflow=Overflow.LATEST) as rx:
             return await rx.receive()
+
+    async def _get_events(self, event_type: type[E], symbols: Iterable[str]) -> dict[str, E]:
+        wanted = list(dict.fromkeys(symbols))
+        found: dict[str, E] = {}
+        for name in wanted:
+            last = self.latest(event_type, name)
+            if last is not None:
+                found[name] = last
+        missing = [name for name in wanted if name not in found]
+        if not missing:
+            await trio.lowlevel.checkpoint()
+        else:
+            async with self.subscribe(event_type, missing, overflow=Overflow.LATEST) as rx:
+                async for event in rx:
+                    if event.event_symbol in missing:
+                        found.setdefault(event.event_symbol, event)
+                    if len(found) == len(wanted):
+                        break
+        return {name: found[name] for name in wanted}
+
+    def latest(self, event_type: type[E], symbol: str) -> E | None:
+        """The latest ``event_type`` event received for ``symbol``, or ``None`` if there is none.
+
+        Never waits. Events are kept for symbols some handle is subscribed to (a symbol nobody
+        subscribes to any more is forgotten).
+        """
+        check_event_type(event_type)
+        return self._router.latest(event_type.EVENT_TYPE, symbol)  # type: ignore[return-value]
 
     @property
     def state(self) -> FeedState:

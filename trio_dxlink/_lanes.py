@@ -11,7 +11,9 @@ a lane go to the one request there with that symbol, under either spelling of a 
 
 Pacing (§12: a server refuses more than about 20 snapshots waiting at once): at most
 ``max_in_flight`` requests are *in flight*, sent and waiting for the end of their snapshot
-(``SNAPSHOT_END`` or ``SNAPSHOT_SNIP``); the rest wait their turn in order.
+(``SNAPSHOT_END`` or ``SNAPSHOT_SNIP``); the rest wait their turn in order. A refusal (the
+server's ERROR names no symbol) fails the newest request in flight that has had no data, and
+lowers ``max_in_flight`` to what the server accepted.
 
 A connection that ends takes every lane with it: each placed request goes back to the front
 of the queue, and the next connection places them again, each with its own ``fromTime``: the
@@ -138,13 +140,18 @@ class HistoryLanes:
 
         The request it was about (the newest in flight there that has had no data, else the
         newest in flight there) is removed and returned, with what to send now; ``None`` if
-        no request fits.
+        no request fits. ``max_in_flight`` drops to the number still in flight: the server's
+        limit is evidently lower, and sending nothing new until its refusals stop keeps them
+        matched to the requests they were about.
         """
         candidates = [r for r in self._in_flight if lane is None or r.lane == lane]
         if not candidates:
             return None, []
         silent = [r for r in candidates if not r.got_data]
         request = (silent or candidates)[-1]
+        # The server's limit is below ours: lower ours to what it accepted, so no new request
+        # goes out while the rest of its refusals arrive (they are matched the same way).
+        self.max_in_flight = max(1, min(self.max_in_flight, len(self._in_flight) - 1))
         return request, self.remove(request)
 
     def requests(self) -> list[LaneRequest]:

@@ -147,7 +147,7 @@ async def fetch_token(source: TokenSource) -> Token:
             "get_token() must return a Token or a (token, url) pair with a"
             f" ws:// or wss:// URL, not a {type(token).__name__}"
         )
-    if token.token and not _may_carry_token(token.url):
+    if token.token and not may_carry_secret(token.url):
         raise AuthenticationError(
             f"refusing to send a token in clear text to {_host(token.url)!r}: a ws:// URL is"
             " only allowed for loopback addresses; use wss://"
@@ -162,9 +162,10 @@ def _host(url: str) -> str:
         return ""
 
 
-def _may_carry_token(url: str) -> bool:
-    """Whether a token may be sent to ``url``: over TLS, or over ``ws://`` to loopback only."""
-    if url.startswith("wss://"):
+def may_carry_secret(url: str) -> bool:
+    """Whether a secret (a token, credentials) may be sent to ``url``: over TLS (``wss://``,
+    ``https://``), or in clear text (``ws://``, ``http://``) to a loopback address only."""
+    if url.startswith(("wss://", "https://")):
         return True
     host = _host(url)
     if host == "localhost" or host.endswith(".localhost"):

@@ -29,7 +29,7 @@ import trio
 from .. import __version__
 from .._exceptions import TastytradeAuthenticationError, TastytradeError
 from .._tastytrade_tokens import token_from_reply
-from .._tokens import Token
+from .._tokens import Token, may_carry_secret
 from .._util import clip
 from ._errors import api_error
 
@@ -89,6 +89,11 @@ class TastytradeSession:
         self._refresh_token = refresh_token or os.environ.get("TT_REFRESH") or ""
         self.sandbox = sandbox
         self.base_url = (base_url or (SANDBOX_URL if sandbox else PRODUCTION_URL)).rstrip("/")
+        if not may_carry_secret(self.base_url):
+            raise TastytradeError(
+                f"refusing to send tastytrade credentials in clear text to {self.base_url!r}:"
+                " an http:// base_url is only allowed for loopback addresses; use https://"
+            )
         self.user_agent = user_agent
         self._client: httpx.AsyncClient | None = None
         self._access_token: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -30,6 +31,12 @@ def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: int | N
 def _data_format(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and value not in DATA_FORMATS:
         raise ValueError(f"{attribute.name} must be one of {DATA_FORMATS} or None, got {value!r}")
+
+
+def _symbol_set(symbols: Iterable[str]) -> frozenset[str]:
+    if isinstance(symbols, str):
+        raise TypeError(f"give a collection of symbols, not the string {symbols!r}")
+    return frozenset(symbols)
 
 
 @attrs.frozen
@@ -61,7 +68,27 @@ class ServerConfig:
         version: the ``version`` of the server's SETUP.
         queue_size: frames that may wait for a slow client before it is dropped.
         max_events_per_message: events per COMPACT pair (or FULL message).
-        max_snapshot_events: history events per snapshot; beyond, the snapshot is snipped.
+        max_snapshot_events: history events per snapshot; beyond, the snapshot is snipped
+            (its last event flagged SNAPSHOT_SNIP instead of SNAPSHOT_END).
+        snapshot_transaction_size: split every snapshot into pieces of this many events, each
+            sent in its own FEED_DATA with every event but the piece's last flagged TX_PENDING
+            (``None``: one piece, no TX_PENDING).
+        normalize_candle_symbols: answer candle subscriptions with the normalised symbol, as a
+            real server was seen to (``SPX{=1h}`` is answered as ``SPX{=h}``; see
+            :func:`trio_dxlink.symbols.normalize_candle_symbol`); published candles are
+            recorded and matched by it too.
+        index_as_string: send ``index`` as a decimal string (``"7235129486797176832"``), as a
+            real server was seen to, in both data formats.
+        max_snapshots_in_flight: the most history snapshots a connection may have waiting to be
+            written at once, like tastytrade's cap of about 20 Candle subscriptions; a request
+            past it, or a repeat of one still waiting, gets ERROR ``INVALID_MESSAGE``
+            ("Subscription size for event type 'Candle' is too big") on its channel and is not
+            subscribed; the connection stays up. A slot frees once the snapshot's last frame
+            has been written. ``None`` (the default): no cap.
+        empty_snapshot_symbols: symbols whose snapshots are always empty (one event flagged
+            SNAPSHOT_BEGIN | SNAPSHOT_END | REMOVE_EVENT with NaN fields), as tastytrade's AUTO
+            channels sometimes answer candle history. Matched after normalisation when
+            ``normalize_candle_symbols`` is on.
         keep_closed_connections: keep closed connections (and their messages) in
             :attr:`DXLinkServer.connections` and :attr:`DXLinkServer.received` for tests to
             inspect. Off by default: a closed connection is forgotten, so a long-running server
@@ -87,5 +114,10 @@ class ServerConfig:
     queue_size: int = attrs.field(default=1024, validator=_positive)
     max_events_per_message: int = attrs.field(default=100, validator=_positive)
     max_snapshot_events: int = attrs.field(default=1000, validator=_positive)
+    snapshot_transaction_size: int | None = attrs.field(default=None, validator=_positive_or_none)
+    normalize_candle_symbols: bool = False
+    index_as_string: bool = False
+    max_snapshots_in_flight: int | None = attrs.field(default=None, validator=_positive_or_none)
+    empty_snapshot_symbols: frozenset[str] = attrs.field(default=frozenset(), converter=_symbol_set)
     keep_closed_connections: bool = False
     keep_received: int | None = attrs.field(default=100_000, validator=_positive_or_none)

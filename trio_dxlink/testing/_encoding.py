@@ -56,26 +56,37 @@ def _make_plan(cls: type[Event], layout: tuple[str, ...]) -> _Plan:
     return tuple(resolved), tuple(nans)
 
 
-def compact_values(events: Sequence[Event], layout: tuple[str, ...]) -> list[Any]:
-    """The COMPACT value array of ``events`` (all of one type) laid out as ``layout``."""
+def compact_values(
+    events: Sequence[Event], layout: tuple[str, ...], *, index_as_string: bool = False
+) -> list[Any]:
+    """The COMPACT value array of ``events`` (all of one type) laid out as ``layout``; with
+    ``index_as_string``, ``index`` as a decimal string (as a real server was seen to send it)."""
     resolved, nans = _resolve(type(events[0]), layout)
     values = encode_compact(events, resolved)
+    width = len(layout)
     if nans:
-        width = len(layout)
         for row in range(0, len(values), width):
             for position in nans:
                 values[row + position] = "NaN"
+    if index_as_string and "index" in resolved:
+        position = resolved.index("index")
+        for row in range(position, len(values), width):
+            values[row] = str(values[row])
     return values
 
 
-def full_object(event: Event, layout: tuple[str, ...] | None) -> dict[str, Any]:
+def full_object(
+    event: Event, layout: tuple[str, ...] | None, *, index_as_string: bool = False
+) -> dict[str, Any]:
     """The FULL object of ``event``: every field, or (given a ``layout``) the fields it names
-    plus ``eventType`` and ``eventSymbol``."""
+    plus ``eventType`` and ``eventSymbol``; with ``index_as_string``, ``index`` as a string."""
     obj = encode_full(event)
-    if layout is None:
-        return obj
-    keep = {"eventType", "eventSymbol", *_resolve(type(event), layout)[0]}
-    return {key: value for key, value in obj.items() if key in keep}
+    if layout is not None:
+        keep = {"eventType", "eventSymbol", *_resolve(type(event), layout)[0]}
+        obj = {key: value for key, value in obj.items() if key in keep}
+    if index_as_string and "index" in obj:
+        obj["index"] = str(obj["index"])
+    return obj
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -30,7 +30,9 @@ What gets sent, and when: events reach a channel when (type, symbol[, source]) i
 there (``"*"`` matches every symbol). On subscription the channel gets the current value of a
 lasting type (Quote, Trade, Summary, Profile, Greeks, Candle, ...) if the market has one; a
 time-series type subscribed with ``fromTime`` gets its history as a snapshot, newest first,
-flagged as §6.7 says. With ``simulate=False`` (the default) the market only knows what the test
+flagged as §6.7 says (``_history.py``, which also holds the switches real servers need: TX_PENDING
+pieces, normalised candle symbols, ``index`` as a string, a cap on snapshots in flight, empty
+snapshots). With ``simulate=False`` (the default) the market only knows what the test
 published, so nothing flows unprompted; with ``simulate=True`` the market also makes up initial
 values, candle history and an update per subscribed (type, symbol) every ``update_interval``.
 Events are not conflated: ``aggregationPeriod`` is echoed, not applied.
@@ -62,9 +64,8 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import cast
 
-import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -77,8 +78,9 @@ from trio_websocket import (
 from .._messages import Message
 from .._transport import DEFAULT_MAX_MESSAGE_SIZE, Connector, connector_over_streams
 from .._util import unwrap_group
-from ..events import Candle, Event, EventFlag, TimeSeriesEvent, index_from_time
+from ..events import Event, IndexedEvent
 from ._config import ServerConfig
+from ._history import HistoryPublisher, as_transaction, wants_normalized
 from ._market import SIMULATED_TYPES, Market
 from ._server_connection import CLOSE_TIMEOUT, ServerConnection, close_at_once, limit_frames
 from ._server_core import ServerChannel
@@ -107,12 +109,6 @@ IN_MEMORY_URL = "ws://in-memory.localhost/"
 """``server.url`` of a server started with ``in_memory=True``: reach it with
 :meth:`DXLinkServer.connector` (the name is under ``.localhost``: it never leaves the machine)."""
 _WS_MESSAGE_QUEUE = 64  # trio-websocket's own inbound queue; our reader drains it continuously
-_MAX_TIME_MS = (2**31 - 1) * 1000  # the last time a time-series index can hold
-
-
-def _with_flags(event: TimeSeriesEvent, flags: int) -> TimeSeriesEvent:
-    copy: TimeSeriesEvent = attrs.evolve(cast(Any, event), event_flags=int(flags))
-    return copy
 
 
 class DXLinkServer:
@@ -135,6 +131,8 @@ class DXLinkServer:
             :meth:`reject_next_token`).
         rejected_upgrades: how many connections a fault from :meth:`reject_upgrades` or
             :meth:`answer_with_bytes` has turned away so far.
+        history: how it publishes history (``history.empty_snapshot_symbols`` is a set a test
+            may change while serving).
     """
 
     def __init__(self, config: ServerConfig, market: Market) -> None:
@@ -159,6 +157,7 @@ class DXLinkServer:
         self._upgrade_faults_left: int | None = None
         self.rejected_upgrades = 0
         self._nursery: trio.Nursery | None = None
+        self.history = HistoryPublisher(config, market)
 
     def __repr__(self) -> str:
         return f"<DXLinkServer {self.url or '(not listening)'} connections={len(self.live)}>"
@@ -214,62 +213,44 @@ class DXLinkServer:
 
     def publish_many(self, events: Iterable[Event]) -> None:
         """:meth:`publish` for an iterable of events."""
-        batch = list(events)
+        batch = [self.history.event(event) for event in events]
         for event in batch:
             self.market.update(event)
         self._route(batch)
 
+    def publish_transaction(self, *events: IndexedEvent, per_message: int = 1) -> None:
+        """Publish time-series events as one transaction: every event but the last flagged
+        TX_PENDING, sent ``per_message`` events to a FEED_DATA (so by default the transaction
+        spans as many frames as it has events). Recorded in the market like :meth:`publish`.
+
+        Raises:
+            TypeError: an event is not an indexed one (only those have flags).
+            ValueError: ``per_message`` is not positive.
+        """
+        if per_message < 1:
+            raise ValueError(f"per_message must be positive, got {per_message}")
+        batch = as_transaction([self.history.event(event) for event in events])
+        for event in batch:
+            self.market.update(event)
+        for start in range(0, len(batch), per_message):
+            self._route(batch[start : start + per_message])
+
     def _route(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        wants = wants_normalized if self.config.normalize_candle_symbols else ServerChannel.wants
         for conn in self.live:
             for channel in list(conn.channels.values()):
-                wanted = [event for event in events if channel.wants(event)]
+                wanted = [event for event in events if wants(channel, event)]
                 if wanted:
                     conn._emit(channel, wanted)
 
     def _current(self, event_type: str, symbol: str) -> Event | None:
+        symbol = self.history.symbol(symbol)
         event = self.market.latest(event_type, symbol)
         if event is None and self.config.simulate and event_type in SIMULATED_TYPES:
             event = self.market.step(event_type, symbol)
         return event
-
-    def _snapshot(self, cls: type[Event], symbol: str, from_time: int) -> list[Event]:
-        """The history snapshot of a time-series subscription, newest first, flagged (§6.7)."""
-        # Any 64-bit fromTime may arrive; an index holds 32-bit seconds (§6.7), so clamp it.
-        from_time = min(max(from_time, 0), _MAX_TIME_MS)
-        market = self.market
-        name = cls.EVENT_TYPE
-        limit = self.config.max_snapshot_events
-        if self.config.simulate:
-            if cls is Candle:
-                market.history(symbol, from_time, market.now_ms(), limit=limit + 1)
-            elif name in SIMULATED_TYPES and not market.series(name, symbol, from_time):
-                market.step(name, symbol)
-        history = market.series(name, symbol, from_time)
-        history.reverse()
-        snipped = len(history) > limit
-        history = history[:limit]
-        out: list[TimeSeriesEvent] = [
-            _with_flags(event, EventFlag.SNAPSHOT_BEGIN if i == 0 else 0)
-            for i, event in enumerate(history)
-        ]
-        if snipped:
-            out[-1] = _with_flags(out[-1], out[-1].event_flags | EventFlag.SNAPSHOT_SNIP)
-        elif out and out[-1].time == from_time:
-            out[-1] = _with_flags(out[-1], out[-1].event_flags | EventFlag.SNAPSHOT_END)
-        else:
-            flags = EventFlag.REMOVE_EVENT | EventFlag.SNAPSHOT_END
-            if not out:
-                flags |= EventFlag.SNAPSHOT_BEGIN
-            marker: TimeSeriesEvent = cast(Any, cls)(
-                event_symbol=symbol,
-                time=from_time,
-                index=index_from_time(from_time),
-                event_flags=int(flags),
-            )
-            out.append(marker)
-        return list(out)
 
     # --- fault injection ---
 
@@ -545,7 +526,7 @@ class DXLinkServer:
                 continue
             keys = sorted(
                 {
-                    (entry.type, entry.symbol)
+                    (entry.type, self.history.symbol(entry.symbol))
                     for conn in self.live
                     for channel in conn.channels.values()
                     for entry in channel.subscriptions.values()

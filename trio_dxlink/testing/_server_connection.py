@@ -22,6 +22,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketServe
 
 from .._messages import Message
 from ..events import Event, TimeSeriesEvent, event_class
+from ._history import SNAPSHOT_LIMIT_CODE, SnapshotSlots, snapshot_limit_message
 from ._server_core import (
     AuthRequested,
     Close,
@@ -103,6 +104,8 @@ class ServerConnection:
         closed: whether the connection has ended.
         close_code: the WebSocket close code, when known (1006 for an abort).
         frames_sent: how many frames the server has written to this client.
+        snapshots_in_flight: how many history snapshots wait to be written to this client (see
+            ``ServerConfig.max_snapshots_in_flight``; counted only when that cap is set).
         protocol: the connection's pure protocol core.
     """
 
@@ -134,11 +137,18 @@ class ServerConnection:
         self._cancel_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._close_done: trio.Event | None = None
+        self._frames_queued = 0
+        self._snapshot_slots = SnapshotSlots(server.config.max_snapshots_in_flight)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         channels = sorted(self.channels)
         return f"<ServerConnection {self.id} {self.remote} {state} channels={channels}>"
+
+    @property
+    def snapshots_in_flight(self) -> int:
+        """How many history snapshots wait to be written (counted only under a cap)."""
+        return len(self._snapshot_slots)
 
     @property
     def setup(self) -> Setup | None:
@@ -220,6 +230,7 @@ class ServerConnection:
                 await self._ws.send_message(item)
                 core.frame_sent(trio.current_time())
                 self.frames_sent += 1
+                self._snapshot_slots.written(self.frames_sent)
                 server._notify()
         except ConnectionClosed:
             pass
@@ -289,6 +300,8 @@ class ServerConnection:
             else:
                 if isinstance(item, Close):
                     self._closing = True
+                else:
+                    self._frames_queued += 1
 
     def _emit(self, channel: ServerChannel, events: Sequence[Event]) -> None:
         """Send ``events`` on ``channel`` in its data format."""
@@ -337,23 +350,34 @@ class ServerConnection:
 
     def _welcome(self, channel: ServerChannel, added: list[Any]) -> None:
         """What new subscribers get at once: current values of lasting types, then the history
-        snapshots of time-series subscriptions with ``fromTime``."""
+        snapshots of time-series subscriptions with ``fromTime`` (each refused with an ERROR,
+        and unsubscribed, when the cap on snapshots in flight is reached)."""
         server = self._server
         current: list[Event] = []
-        snapshots: list[list[Event]] = []
+        snapshots: list[tuple[tuple[Any, ...], list[list[TimeSeriesEvent]]]] = []
         for entry in added:
             cls = _known_class(entry.type)
             if cls is None or entry.symbol == "*":
                 continue
             if entry.from_time is not None and issubclass(cls, TimeSeriesEvent):
-                snapshots.append(server._snapshot(cls, entry.symbol, entry.from_time))
+                key = (channel.id, *entry.key)
+                if not self._snapshot_slots.take(key):
+                    channel.subscriptions.pop(entry.key, None)
+                    message = snapshot_limit_message(entry.type)
+                    self.protocol.send_error(channel.id, SNAPSHOT_LIMIT_CODE, message)
+                    continue
+                pieces = server.history.snapshot(cls, entry.symbol, entry.from_time)
+                snapshots.append((key, pieces))
             elif entry.type in _LASTING_TYPES:
                 event = server._current(entry.type, entry.symbol)
                 if event is not None:
                     current.append(event)
         self.protocol.send_events(channel, current)
-        for snapshot in snapshots:
-            self.protocol.send_events(channel, snapshot)
+        for key, pieces in snapshots:
+            for piece in pieces:
+                self.protocol.send_events(channel, piece)
+            self._flush()
+            self._snapshot_slots.queued(key, self._frames_queued)
 
 
 def _known_class(name: str) -> type[Event] | None:

@@ -278,8 +278,12 @@ class ServerProtocol:
         for cls in by_type:
             self._announce(channel, cls)
         size = config.max_events_per_message
+        as_string = config.index_as_string
         if channel.data_format == "FULL":
-            objects = [full_object(event, _full_layout(channel, type(event))) for event in events]
+            objects = [
+                full_object(event, _full_layout(channel, type(event)), index_as_string=as_string)
+                for event in events
+            ]
             for chunk in chunks(objects, size):
                 self._send(FeedData(channel.id, list(chunk)))
             return
@@ -287,7 +291,8 @@ class ServerProtocol:
         for cls, batch in by_type.items():
             layout = channel.layout(cls)
             for chunk in chunks(batch, size):
-                pairs.append((cls.EVENT_TYPE, compact_values(chunk, layout)))
+                values = compact_values(chunk, layout, index_as_string=as_string)
+                pairs.append((cls.EVENT_TYPE, values))
         for group in chunks(pairs, config.pairs_per_message):
             data: list[Any] = []
             for name, values in group:

@@ -387,10 +387,12 @@ class TastytradeServer:
         await stream.send_all(connection.send(h11.EndOfMessage()) or b"")
         return connection.our_state is h11.DONE and connection.their_state is h11.DONE
 
-    async def _listen(self, env: _Environment, task_status: trio.TaskStatus[None]) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async def _listen(
+        self, env: _Environment, host: str, port: int, task_status: trio.TaskStatus[None]
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
         port = listeners[0].socket.getsockname()[1]
-        env.url = f"http://127.0.0.1:{port}"
+        env.url = f"http://{host}:{port}"
         async with trio.open_nursery() as nursery:
             handler = functools.partial(self._serve_connection, env)
             await nursery.start(trio.serve_listeners, handler, listeners)
@@ -432,6 +434,9 @@ async def open_tastytrade_server(
     config: ServerConfig | None = None,
     market: Market | None = None,
     clock: Callable[[], float] = trio.current_time,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_port: int = 0,
 ) -> AsyncIterator[TastytradeServer]:
     """Run the tastytrade fake (production and sandbox APIs) beside a local DXLink server.
 
@@ -441,18 +446,21 @@ async def open_tastytrade_server(
         market: the market both serve (default: a fresh :class:`Market`).
         clock: when access tokens expire (default ``trio.current_time``, so ``MockClock``
             drives it).
+        host: the address all three listen on.
+        port: the DXLink server's port; ``api_port`` the production API's (0: a free port;
+            the sandbox API always takes a free one).
 
     Yields the :class:`TastytradeServer`; everything stops when the block ends.
     """
     config = config if config is not None else ServerConfig(simulate=True)
     if config.token is None:
         config = attrs.evolve(config, token=secrets.token_urlsafe(24))
-    async with open_dxlink_server(config=config, market=market) as dxlink:
+    async with open_dxlink_server(host=host, port=port, config=config, market=market) as dxlink:
         server = TastytradeServer(dxlink, clock)
         with unwrap_group():
             async with trio.open_nursery() as nursery:
-                await nursery.start(server._listen, server._production)
-                await nursery.start(server._listen, server._sandbox)
+                await nursery.start(server._listen, server._production, host, api_port)
+                await nursery.start(server._listen, server._sandbox, host, 0)
                 log.info(
                     "tastytrade fake: production %s, sandbox %s, DXLink %s",
                     server.api_url,
