@@ -49,4 +49,5 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their figures."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/bench_decode.py")
+    session.run("python", "benchmarks/bench_history.py")
     session.run("python", "benchmarks/bench_throughput.py", *session.posargs)

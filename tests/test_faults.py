@@ -16,7 +16,6 @@ import trio.testing
 from trio_dxlink import (
     NO_RECONNECT,
     AuthenticationError,
-    Candle,
     ConnectionClosedError,
     FeedState,
     MalformedDataError,
@@ -196,32 +195,6 @@ async def test_a_failed_subscribe_leaves_nothing_behind(server: DXLinkServer) ->
             server.publish(Quote("SPY", bid_price=1.0))
             with trio.fail_after(10):
                 assert (await rx.receive()).bid_price == 1.0
-
-
-async def test_replay_after_reconnect_uses_the_earliest_from_time_held(
-    server: DXLinkServer,
-) -> None:
-    symbol = "AAPL{=5m}"
-    async with (
-        open_dxlink(server.url, reconnect=FAST) as feed,
-        feed.subscribe(Candle, [symbol], from_time=1_000),
-    ):
-        async with feed.subscribe(Candle, [symbol], from_time=5_000):
-            await until(server, lambda: wanted_from(server) == 5_000)
-        server.drop_all()
-        await until(server, lambda: any(c.id > 1 and c.authorized for c in server.live))
-        await until(server, lambda: wanted_from(server) is not None)
-        assert wanted_from(server) == 1_000
-
-
-def wanted_from(server: DXLinkServer) -> int | None:
-    """The fromTime the newest live connection holds for Candle AAPL{=5m}."""
-    for conn in reversed(server.live):
-        for channel in conn.channels.values():
-            entry = channel.subscriptions.get(("Candle", "AAPL{=5m}", None))
-            if entry is not None:
-                return entry.from_time
-    return None
 
 
 # --- handles are trio receive channels (issue 10) ---

@@ -148,7 +148,8 @@ async def test_latest_never_waits_and_get_event_takes_several_symbols() -> None:
             with trio.fail_after(5):
                 await rx.receive()
             latest = feed.latest(Quote, "SPY")
-            assert latest is not None and latest.bid_price == 1.0
+            assert latest is not None
+            assert latest.bid_price == 1.0
 
             async def publish_when_subscribed() -> None:
                 await until(server, lambda: ("Quote", "AAPL") in server.subscriptions())

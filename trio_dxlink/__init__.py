@@ -17,6 +17,8 @@ Quick start::
 import warnings
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ._arguments import datetime_of
+from ._assembly import SnapshotStatus, Update
 from ._client import (
     NO_RECONNECT,
     DXLinkFeed,
@@ -47,8 +49,10 @@ from ._exceptions import (
     SlowConsumerError,
     SubscriptionClosedError,
     SubscriptionError,
+    SubscriptionRefusedError,
     SymbolError,
 )
+from ._history import History, TimeSeries
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
 from .events import (
@@ -158,7 +162,13 @@ __all__ = [
     "ServerError",
     "SlowConsumerError",
     "SpreadOrder",
+    "History",
+    "SnapshotStatus",
     "Subscription",
+    "SubscriptionRefusedError",
+    "TimeSeries",
+    "Update",
+    "datetime_of",
     "SubscriptionClosedError",
     "SubscriptionError",
     "SubscriptionStatistics",

@@ -20,7 +20,6 @@ connection.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import math
 import random
@@ -28,14 +27,16 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import attrs
 import trio
 
 from . import _connection as c
 from ._desired import DesiredState
-from ._exceptions import ChannelError, ConnectionClosedError, DXLinkError
+from ._exceptions import ChannelError, ConnectionClosedError, DXLinkError, ServerError
+from ._feed_state import FeedState, FeedStatistics, check_event_type
+from ._history import HandleLane, History, TimeSeries, fetch_history, history_start
+from ._lanes import HistoryLanes, LaneRequest
 from ._messages import SubscriptionEntry
 from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
 from ._router import Router
@@ -44,7 +45,10 @@ from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
 from ._tokens import FixedToken, LegacyTokenSource, Token, TokenSource, as_token_source
 from ._transport import Connector, websocket_connector
 from ._util import raise_single
-from .events import Event, IndexedEvent, TimeSeriesEvent, event_class
+from .events import Event, IndexedEvent, TimeSeriesEvent
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -63,68 +67,16 @@ __all__ = [
 log = logging.getLogger("trio_dxlink")
 
 E = TypeVar("E", bound=Event)
+TS = TypeVar("TS", bound=TimeSeriesEvent)
+
+DEFAULT_MAX_HISTORY_REQUESTS = 20
+"""Requests that need a snapshot allowed in flight at once (tastytrade refuses about 20+)."""
 
 _CLOSE_GRACE = 2.0
 """Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
 
 
-class FeedState(enum.Enum):
-    """Where a feed's connection is."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    CLOSED = "closed"
-
-
-@attrs.frozen
-class FeedStatistics:
-    """A snapshot of a feed's state and counters.
-
-    Attributes:
-        state: the connection state now.
-        reason: why the last connection was lost (``None`` if it never was).
-        reconnects: connections established after the first.
-        connection_losses: connections lost.
-        messages_received / events_received: totals over all connections.
-        events_unrouted: events for symbols no handle wanted (counted, not delivered).
-        malformed_messages: frames that were not valid JSON messages, or whose data was (partly)
-            undecodable; what could be decoded was delivered, the rest skipped.
-        events_skipped: COMPACT rows and FULL objects skipped because they could not be decoded.
-        last_message_time: ``trio.current_time()`` of the last frame received, if any.
-        subscriptions: wire subscriptions currently wanted.
-    """
-
-    state: FeedState
-    reason: BaseException | None
-    reconnects: int
-    connection_losses: int
-    messages_received: int
-    events_received: int
-    events_unrouted: int
-    malformed_messages: int
-    events_skipped: int
-    last_message_time: float | None
-    subscriptions: int
-
-
 _SymbolCollection = list[str] | tuple[str, ...] | set[str] | frozenset[str]
-
-
-def _check_event_type(event_type: object) -> None:
-    """``event_type`` must be an event class the codec knows (before any state changes)."""
-    if not (isinstance(event_type, type) and issubclass(event_type, Event)):
-        raise TypeError(f"event_type must be an event class, got {event_type!r}")
-    name = getattr(event_type, "EVENT_TYPE", None)
-    try:
-        known = event_class(name) if isinstance(name, str) else None
-    except KeyError:
-        known = None
-    if known is not event_type:
-        raise TypeError(
-            f"{event_type.__name__} is not a registered event type (a subclass of an event"
-            " class is not one by itself; declare it with trio_dxlink.events.event_type)"
-        )
 
 
 class DXLinkFeed:
@@ -141,6 +93,7 @@ class DXLinkFeed:
         policy: ReconnectPolicy,
         *,
         rng: random.Random | None = None,
+        max_history_requests: int = DEFAULT_MAX_HISTORY_REQUESTS,
     ) -> None:
         self._source = source
         self._settings = settings
@@ -154,7 +107,10 @@ class DXLinkFeed:
         self._handles: dict[Subscription[Any], None] = {}
         self._desired = DesiredState()
         self._router = Router()
+        self._lanes = HistoryLanes(max_history_requests)
+        self._lane_requests: dict[Subscription[Any], dict[str, LaneRequest]] = {}
         # counters
+        self._refusals = 0
         self._reconnects = 0
         self._losses = 0
         self._messages = 0
@@ -172,7 +128,7 @@ class DXLinkFeed:
         event_type: type[E],
         symbols: Iterable[str],
         *,
-        from_time: int | None = None,
+        from_time: dt.datetime | int | None = None,
         source: str | None = None,
         overflow: Overflow | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
@@ -183,8 +139,13 @@ class DXLinkFeed:
         Args:
             event_type: the event class, e.g. :class:`~trio_dxlink.Quote`.
             symbols: dxFeed symbols (``"SPY"``, ``".SPY250117C500"``, ``"AAPL{=5m}"``, ``"*"``).
-            from_time: for time-series events, request history from this epoch-millisecond
-                time (a snapshot, then live updates).
+            from_time: for time-series events, request history from this time (an aware
+                ``datetime`` or epoch **milliseconds**; a number that can only be seconds and a
+                naive datetime are refused; one in the future asks for no history): a
+                snapshot, then live updates, on a wire subscription of the handle's own. After
+                a reconnect it resumes from the last event it got, so it sees what it missed
+                rather than the whole history again. For a consistent view use
+                :meth:`time_series`; for a one-off fetch :meth:`history`.
             source: for order events, the order source (``"NTV"``).
             overflow: what to do when the consumer falls behind; default ``LATEST`` for
                 non-indexed events and ``LOSSLESS`` for indexed ones.
@@ -193,8 +154,11 @@ class DXLinkFeed:
                 what a wildcard ("*") handle collects.
             notify_gaps: raise :class:`~trio_dxlink.DataGapError` from the handle, once, where
                 a lost connection may have left a gap in its events (it can be read on after).
+
+        Raises:
+            SymbolError: a malformed candle symbol (the parser's message).
         """
-        _check_event_type(event_type)
+        check_event_type(event_type)
         if from_time is not None and not issubclass(event_type, TimeSeriesEvent):
             raise ValueError(
                 f"from_time is for time-series events (Candle, TimeAndSale, Greeks, ...),"
@@ -207,6 +171,8 @@ class DXLinkFeed:
                 f"source is for order-book events (Order, SpreadOrder, ...),"
                 f" not {event_type.__name__}"
             )
+        if from_time is not None:
+            from_time = history_start(from_time, "from_time")
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         return Subscription(
@@ -219,6 +185,46 @@ class DXLinkFeed:
             max_buffer=max_buffer,
             notify_gaps=notify_gaps,
         )
+
+    async def history(
+        self,
+        event_type: type[TS],
+        symbol: str,
+        start: dt.datetime | int,
+        end: dt.datetime | int | None = None,
+    ) -> History[TS]:
+        """The history of one time series from ``start`` (to ``end``, default now): a frozen
+        :class:`~trio_dxlink.History` (``.events`` oldest first, ``.status``, ``.reaches_start``).
+
+        Asked on a HISTORY channel with a wire subscription of its own (other handles are not
+        disturbed), paced with every request that needs a snapshot, withdrawn once the
+        snapshot is consistent. Bound the wait with :func:`trio.fail_after`. ``start`` and
+        ``end`` are aware datetimes or epoch milliseconds (see :meth:`subscribe`).
+
+        Raises:
+            SymbolError: a malformed candle symbol.
+            ValueError / TypeError: a bad time (seconds, naive, in the future, end < start).
+            SubscriptionRefusedError: the server refused the request at a limit.
+            ChannelError / ConnectionClosedError: the request could not be served.
+        """
+        if self._closed:
+            raise ConnectionClosedError("the feed is closed")
+        return await fetch_history(self, event_type, symbol, start, end)
+
+    def time_series(
+        self, event_type: type[TS], symbols: Iterable[str], start: dt.datetime | int
+    ) -> TimeSeries[TS]:
+        """A live consistent model of time series from ``start``; enter it with ``async with``.
+
+        Iterate it for :class:`~trio_dxlink.Update` objects: each symbol's whole snapshot
+        once it is complete, then change sets, never half a transaction; after a reconnect a
+        fresh snapshot marked ``after_gap``. ``ts.events(symbol)`` is the current view.
+        Each symbol has a wire subscription of its own on a HISTORY channel (paced like
+        :meth:`history`). Plain :meth:`subscribe` keeps delivering raw events.
+        """
+        if self._closed:
+            raise ConnectionClosedError("the feed is closed")
+        return TimeSeries(self, event_type, symbols, start)
 
     @overload
     async def get_event(self, event_type: type[E], symbol: str) -> E: ...
@@ -269,7 +275,7 @@ class DXLinkFeed:
         Never waits. Events are kept for symbols some handle is subscribed to (a symbol nobody
         subscribes to any more is forgotten).
         """
-        _check_event_type(event_type)
+        check_event_type(event_type)
         return self._router.latest(event_type.EVENT_TYPE, symbol)  # type: ignore[return-value]
 
     @property
@@ -298,7 +304,10 @@ class DXLinkFeed:
             + (self._live.core.statistics.malformed_messages if self._live else 0),
             events_skipped=self._skipped,
             last_message_time=self._last_message,
-            subscriptions=len(self._desired),
+            subscriptions=len(self._desired) + len(self._lanes),
+            history_in_flight=self._lanes.in_flight,
+            history_waiting=self._lanes.waiting,
+            refusals=self._refusals,
         )
 
     # --- the handles' side (_subscription.SubscriptionHost, which documents each call; not
@@ -308,18 +317,35 @@ class DXLinkFeed:
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         self._handles[handle] = None
-        self._router.attach(handle)
+        if handle.from_time is not None:
+            self._lane_requests[handle] = {}
+        else:
+            self._router.attach(handle)
         self.add_symbols(handle, handle.symbols)
 
     def detach(self, handle: Subscription[Any]) -> None:
         if self._handles.pop(handle, False) is not False:
             self.remove_symbols(handle, handle.symbols)
+            self._lane_requests.pop(handle, None)
             self._router.detach(handle)
 
     def add_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
         if handle not in self._handles:
             return
         symbols = list(symbols)
+        requests = self._lane_requests.get(handle)
+        if requests is not None and handle.from_time is not None:  # on a lane of its own
+            for symbol in symbols:
+                request = LaneRequest(
+                    HandleLane(handle),
+                    handle.event_type.EVENT_TYPE,
+                    symbol,
+                    handle.from_time,
+                    resume=True,
+                )
+                requests[symbol] = request
+                self.lane_add(request)
+            return
         self._router.add(handle, symbols)
         name = handle.event_type.EVENT_TYPE
         added = self._desired.add(
@@ -331,12 +357,31 @@ class DXLinkFeed:
 
     def remove_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
         symbols = list(symbols)
+        requests = self._lane_requests.get(handle)
+        if requests is not None:
+            for symbol in symbols:
+                if (request := requests.pop(symbol, None)) is not None:
+                    self.lane_remove(request)
+            return
         self._router.remove(handle, symbols)
         name = handle.event_type.EVENT_TYPE
         removed = self._desired.remove(handle, name, symbols, source=handle.source)
         live = self._live
         if removed and live is not None and live.usable():
             live.unsubscribe(name, removed)
+
+    # --- history lanes (_history.LaneHost) ---
+
+    def lane_add(self, request: LaneRequest) -> None:
+        self._send_lanes(self._lanes.add(request))
+
+    def lane_remove(self, request: LaneRequest) -> None:
+        self._send_lanes(self._lanes.remove(request))
+
+    def _send_lanes(self, actions: list[Any]) -> None:
+        live = self._live
+        if actions and live is not None and live.usable():
+            live.send_lanes(actions)
 
     # --- the connection runner's side (runner.Host) ---
 
@@ -349,7 +394,12 @@ class DXLinkFeed:
     def connected(self, live: Live | None) -> None:
         if self._live is not None:  # its counts become history
             self._malformed += self._live.core.statistics.malformed_messages
+            self._lanes.connection_lost()
+            for request in self._lanes.requests():
+                request.owner.lane_reset(request)
         self._live = live
+        if live is not None:
+            self._send_lanes(self._lanes.connected())
 
     def authorized(self) -> None:
         if self._reason is not None or self._losses:
@@ -361,7 +411,17 @@ class DXLinkFeed:
         self._last_message = now
 
     def events(self, batch: c.FeedEvents) -> None:
-        self._router.dispatch(batch.event_type, batch.events, batch.symbols)
+        live = self._live
+        lane = None if live is None else live.lane_of.get(batch.channel)
+        if lane is None:
+            self._router.dispatch(batch.event_type, batch.events, batch.symbols)
+            return
+        self._router.events += len(batch.events)
+        shares, actions = self._lanes.dispatch(lane, batch.event_type.EVENT_TYPE, batch.events)
+        self._router.unrouted += len(batch.events) - sum(len(share) for _, share in shares)
+        for request, share in shares:
+            request.owner.lane_events(request, share)
+        self._send_lanes(actions)
 
     def skipped(self, live: Live, skipped: c.DataSkipped) -> None:
         self._skipped += skipped.events
@@ -371,6 +431,22 @@ class DXLinkFeed:
         if name is not None:
             for handle in self._router.handles(name):
                 handle._mark_skipped(skipped.events, skipped.reason)
+
+    def lane_failed(self, lane: int, error: ChannelError) -> None:
+        log.warning("%s; failing the history requests on it", error)
+        for request in self._lanes.on_lane(lane):
+            self.lane_remove(request)
+            request.owner.lane_failed(request, error)
+
+    def subscription_refused(self, live: Live, lane: int | None, error: ServerError) -> None:
+        self._refusals += 1
+        request, actions = self._lanes.refuse(lane)
+        if request is None:
+            log.warning("%s; no history request to fail for it", error)
+            return
+        log.warning("%s; failing the %s %r request", error, request.event_type, request.symbol)
+        self._send_lanes(actions)
+        request.owner.lane_failed(request, error)
 
     def channel_failed(self, event_type: str, error: ChannelError) -> None:
         log.warning("%s; failing the %s subscriptions on it", error, event_type)
@@ -435,6 +511,9 @@ class DXLinkFeed:
         error = ConnectionClosedError("the feed is closed")
         for handle in list(self._handles):
             handle._fail(error)
+        for request in self._lanes.requests():
+            self._lanes.remove(request)
+            request.owner.lane_failed(request, error)
 
 
 @asynccontextmanager
@@ -452,6 +531,7 @@ async def open_dxlink(
     connector: Connector | None = None,
     ssl_context: ssl.SSLContext | None = None,
     rng: random.Random | None = None,
+    max_history_requests: int = DEFAULT_MAX_HISTORY_REQUESTS,
 ) -> AsyncIterator[DXLinkFeed]:
     """Connect to a DXLink server and keep the connection up for the duration of the block.
 
@@ -479,6 +559,9 @@ async def open_dxlink(
         ssl_context: the TLS settings for ``wss://`` URLs (default: trust the system's CAs),
             e.g. to trust a private CA. Give it to the connector instead when passing
             ``connector=``: both together are a ``TypeError``.
+        max_history_requests: how many requests that need a snapshot (:meth:`~DXLinkFeed.
+            history`, :meth:`~DXLinkFeed.time_series`, ``subscribe(from_time=...)``) may wait
+            for it at once; the rest queue (tastytrade refuses more than about 20).
     """
     if connector is not None and ssl_context is not None:
         raise TypeError("pass ssl_context= to the connector, not to open_dxlink, with connector=")
@@ -508,7 +591,13 @@ async def open_dxlink(
         subscription_budget=subscription_budget,
         token_refresh_margin=token_refresh_margin,
     )
-    feed = DXLinkFeed(source, settings, reconnect or ReconnectPolicy(), rng=rng)
+    feed = DXLinkFeed(
+        source,
+        settings,
+        reconnect or ReconnectPolicy(),
+        rng=rng,
+        max_history_requests=max_history_requests,
+    )
     raised: list[BaseException] = []  # what the block itself raised, if anything
     try:
         async with trio.open_nursery() as nursery:

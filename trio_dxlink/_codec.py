@@ -6,7 +6,8 @@ has which); the kind decides how a wire value is checked and converted:
 
 * double: JSON numbers, or the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; ``null`` is
   read as NaN. Ints become floats.
-* long: JSON integers (an integral float is accepted and made an int).
+* long: JSON integers (an integral float is accepted and made an int, and so is a decimal
+  string: real servers were seen sending the 64-bit ``index`` as one, reference §12).
 * string: JSON strings or ``null``.
 * boolean: JSON ``true``/``false``.
 
@@ -31,6 +32,7 @@ import itertools
 import linecache
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -63,6 +65,8 @@ RowDecoder = Callable[[list[Any]], list[Event]]
 """Decodes one COMPACT value array (N rows back to back) into N events."""
 
 
+_DECIMAL_LONG = re.compile(r"-?[0-9]{1,19}")
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -118,6 +122,10 @@ def to_long(value: Any) -> int:
         return value  # type: ignore[no-any-return,unused-ignore]
     if cls is float and value.is_integer():
         return int(value)
+    if cls is str and _DECIMAL_LONG.fullmatch(value):
+        number = int(value)
+        if _LONG_MIN <= number <= _LONG_MAX:
+            return number
     raise _bad("integer", value)
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
 from typing import ClassVar
 
@@ -17,6 +18,9 @@ __all__ = [
     "sequence_from_index",
     "time_from_index",
 ]
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 class EventFlag(enum.IntFlag):
@@ -124,6 +128,11 @@ class TimeSeriesEvent(IndexedEvent):
 
     time: int
     sequence: int
+
+    @property
+    def time_dt(self) -> _dt.datetime:
+        """``time`` (epoch milliseconds) as an aware UTC datetime (``time`` stays the int)."""
+        return _EPOCH + _dt.timedelta(milliseconds=self.time)
 
     @property
     def index_time(self) -> int:

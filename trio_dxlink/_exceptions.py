@@ -7,7 +7,8 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   ├── LocalProtocolError        this program misused the API (a bug on our side of the wire)
     │   └── RemoteProtocolError       the server sent something the protocol does not allow
     ├── ServerError                   the server sent an ERROR message (code + message kept)
-    │   └── ChannelError              ... about one channel only (only its handles see it)
+    │   ├── ChannelError              ... about one channel only (only its handles see it)
+    │   └── SubscriptionRefusedError  ... refusing one request (a server limit); the rest go on
     ├── ConnectionClosedError         the connection ended (socket closed, dead link, gave up)
     │   ├── ConnectError              the server could not be reached or refused the upgrade
     │   │   └── CertificateError          the server's TLS certificate was not trusted (not retried)
@@ -55,6 +56,7 @@ __all__ = [
     "SlowConsumerError",
     "SubscriptionClosedError",
     "SubscriptionError",
+    "SubscriptionRefusedError",
     "SymbolError",
     "TastytradeAuthenticationError",
     "TastytradeError",
@@ -99,6 +101,16 @@ class ServerError(DXLinkError):
 
 class ChannelError(ServerError):
     """The server failed or closed one FEED channel; only that channel's subscriptions see it."""
+
+
+class SubscriptionRefusedError(ServerError):
+    """The server refused one subscription, typically at a limit ("the subscription size for
+    event type 'Candle' is too big": about 20 history requests waiting at once on tastytrade).
+
+    Only the request or handle it was about fails with it; the connection and everything else
+    on it go on. Requests that need a snapshot are paced (``max_history_requests`` on
+    :func:`~trio_dxlink.open_dxlink`) to stay under such limits.
+    """
 
 
 class ConnectionClosedError(DXLinkError):

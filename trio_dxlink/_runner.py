@@ -19,6 +19,7 @@ the WebSocket close handshake can finish.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -29,14 +30,20 @@ import trio
 
 from . import _connection as c
 from ._connection import ClientConnection
-from ._exceptions import ChannelError, ConnectionClosedError, ServerError
+from ._exceptions import (
+    ChannelError,
+    ConnectionClosedError,
+    ServerError,
+    SubscriptionRefusedError,
+)
+from ._lanes import LaneAction
 from ._messages import SubscriptionEntry
 from ._reconnect import TokenRejected
 from ._tokens import Token, TokenSource, fetch_token, renewal_delay
 from ._transport import Connector, Transport
 from ._util import unwrap_group
 
-__all__ = ["ConnectionSettings", "Host", "Live", "run_connection"]
+__all__ = ["ConnectionSettings", "Host", "Live", "is_subscription_refusal", "run_connection"]
 
 log = logging.getLogger("trio_dxlink")
 
@@ -72,6 +79,13 @@ class Host(Protocol):
     def channel_failed(self, event_type: str, error: ChannelError) -> None:
         """The channel carrying ``event_type`` failed or was closed by the server."""
 
+    def lane_failed(self, lane: int, error: ChannelError) -> None:
+        """History lane ``lane``'s channel failed or was closed by the server."""
+
+    def subscription_refused(self, live: Live, lane: int | None, error: ServerError) -> None:
+        """The server refused a subscription (a limit), on history lane ``lane`` or elsewhere
+        (``None``); the connection goes on."""
+
 
 @attrs.frozen(kw_only=True)
 class ConnectionSettings:
@@ -95,6 +109,8 @@ class Live:
         self.settings = settings
         self.channel_of: dict[str, int] = {}
         self.type_of: dict[int, str] = {}
+        self.lane_channels: dict[int, int] = {}  # history lane -> its channel
+        self.lane_of: dict[int, int] = {}
         self.wakeup = trio.Event()
         self.rearm = trio.Event()
 
@@ -117,11 +133,43 @@ class Live:
         self.core.subscribe(self.channel_for(event_type), entries)
         self.wake()
 
+    def lane_channel(self, lane: int) -> int:
+        """History lane ``lane``'s channel (a FEED channel with ``contract: "HISTORY"``),
+        opened when first needed (again, if the server closed it)."""
+        cid = self.lane_channels.get(lane)
+        if cid is None:
+            cid = self.core.open_channel(
+                contract="HISTORY", accept_aggregation_period=self.settings.aggregation_period
+            )
+            self.lane_channels[lane] = cid
+            self.lane_of[cid] = lane
+        return cid
+
+    def send_lanes(self, actions: list[LaneAction]) -> None:
+        """Send history lane changes (the feed calls this only while the connection is usable)."""
+        for lane, add, entry in actions:
+            if add:
+                self.core.subscribe(self.lane_channel(lane), [entry])
+            elif (cid := self.lane_channels.get(lane)) is not None:
+                self.core.unsubscribe(cid, [entry])
+        if actions:
+            self.wake()
+
     def unsubscribe(self, event_type: str, entries: list[SubscriptionEntry]) -> None:
         cid = self.channel_of.get(event_type)
         if cid is not None:
             self.core.unsubscribe(cid, entries)
             self.wake()
+
+
+_REFUSAL = re.compile(r"subscription.*too (big|many|large)|too many .*subscription", re.I | re.S)
+
+
+def is_subscription_refusal(code: str, message: str) -> bool:
+    """Whether a server ERROR refuses a subscription at a limit rather than fails a channel or
+    the connection (reference §12: "the subscription size for event type 'Candle' is too
+    big"); such an ERROR fails one request, never the connection."""
+    return bool(_REFUSAL.search(message)) if isinstance(message, str) else False
 
 
 async def run_connection(
@@ -207,6 +255,10 @@ def _handle_frame(host: Host, live: Live, frame: str | bytes) -> None:
                 raise TokenRejected("the server rejected the token")
             raise TokenRejected("the server requires a token and none was given")
         elif isinstance(event, c.ServerErrorReceived):
+            if is_subscription_refusal(event.code, event.message):
+                refusal = SubscriptionRefusedError(event.code, event.message, event.channel)
+                host.subscription_refused(live, live.lane_of.get(event.channel), refusal)
+                continue
             if event.channel == 0:
                 raise ServerError(event.code, event.message, 0)
             error = ChannelError(event.code, event.message, event.channel)
@@ -223,6 +275,11 @@ def _handle_frame(host: Host, live: Live, frame: str | bytes) -> None:
 
 
 def _fail_channel(host: Host, live: Live, channel: int, error: ChannelError) -> None:
+    lane = live.lane_of.pop(channel, None)
+    if lane is not None:
+        del live.lane_channels[lane]
+        host.lane_failed(lane, error)
+        return
     name = live.type_of.pop(channel, None)
     if name is not None:
         live.channel_of.pop(name, None)

@@ -41,6 +41,7 @@ import attrs
 import trio
 
 from ._accel import speedups
+from ._arguments import check_symbols_for
 from ._buffers import Buffer, Overflow, make_buffer
 from ._exceptions import (
     DataGapError,
@@ -180,7 +181,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         self._overflow = overflow
         self._max_buffer = max_buffer
         self.notify_gaps = notify_gaps
-        self._symbols: dict[str, None] = dict.fromkeys(_check_symbols(symbols))
+        self._symbols: dict[str, None] = dict.fromkeys(_check_symbols(symbols, event_type))
         self._buffer.symbols_changed(len(self._symbols))
         self._attached = False
         self._closed = False
@@ -262,7 +263,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
     def add(self, symbols: Iterable[str]) -> None:
         """Subscribe this handle to more symbols (takes effect at once; sent in the background)."""
         self._require_open()
-        new = [s for s in _check_symbols(symbols) if s not in self._symbols]
+        new = [s for s in _check_symbols(symbols, self.event_type) if s not in self._symbols]
         self._symbols.update(dict.fromkeys(new))
         if new:
             self._buffer.symbols_changed(len(self._symbols))
@@ -482,11 +483,13 @@ class _Batches(Generic[E]):
             raise
 
 
-def _check_symbols(symbols: Iterable[str]) -> list[str]:
+def _check_symbols(symbols: Iterable[str], event_type: type[Event] | None = None) -> list[str]:
     if isinstance(symbols, str):
         raise TypeError("symbols must be an iterable of strings, not one string")
     out = list(symbols)
     for s in out:
         if not isinstance(s, str) or not s:
             raise ValueError(f"symbol must be a non-empty string, got {s!r}")
+    if event_type is not None:
+        check_symbols_for(event_type, out)  # candle symbols: the parser's SymbolError
     return out
