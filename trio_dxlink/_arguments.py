@@ -13,6 +13,9 @@ epoch time in **milliseconds** (an ``int``), the unit DXLink uses:
 Refusals are :class:`ValueError` / :class:`TypeError` raised where the call is made, before
 anything is sent.
 
+**Targets** of ``open_dxlink`` are a ``ws://``/``wss://`` URL (with an optional token) or a
+token source (:func:`token_source_for`); its timeouts must be positive (:func:`require_positive`).
+
 **Candle symbols** are parsed with :class:`~trio_dxlink.symbols.CandleSymbol` when a Candle
 subscription is made, so ``AAPL{=xyz}`` fails at once with the parser's
 :class:`~trio_dxlink.SymbolError` rather than as an empty stream later.
@@ -24,6 +27,7 @@ import datetime as dt
 import time
 from collections.abc import Iterable
 
+from ._tokens import FixedToken, TokenSource, as_token_source
 from .events import Candle, Event
 from .symbols import CandleSymbol
 
@@ -83,3 +87,30 @@ def check_symbols_for(event_type: type[Event], symbols: Iterable[str]) -> None:
         for symbol in symbols:
             if symbol != "*":
                 CandleSymbol.parse(symbol)
+
+
+def token_source_for(target: object, token: str | None) -> TokenSource:
+    """The token source behind ``open_dxlink(target, token)``: a :class:`FixedToken` for a URL,
+    else ``target`` itself (adapted by :func:`~trio_dxlink._tokens.as_token_source`).
+
+    Raises:
+        ValueError: a URL that is not ``ws://``/``wss://``.
+        TypeError: anything else that is not a token source, or ``token=`` with a source.
+    """
+    if isinstance(target, str):
+        if not target.startswith(("ws://", "wss://")):
+            raise ValueError(f"DXLink URL must start with ws:// or wss://, got {target!r}")
+        return FixedToken(target, token)
+    source = as_token_source(target)
+    if source is None:
+        raise TypeError(f"target must be a URL or a TokenSource, got {target!r}")
+    if token is not None:
+        raise TypeError("token= is only for a URL target; a session supplies its own")
+    return source
+
+
+def require_positive(**values: float) -> None:
+    """Raise ``ValueError`` naming the first of ``values`` that is not a positive number."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")

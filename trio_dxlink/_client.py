@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import trio
 
 from . import _connection as c
+from ._arguments import require_positive, token_source_for
 from ._desired import DesiredState
 from ._exceptions import ChannelError, ConnectionClosedError, DXLinkError, ServerError
 from ._feed_state import FeedState, FeedStatistics, check_event_type
@@ -42,7 +43,7 @@ from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
 from ._router import Router
 from ._runner import ConnectionSettings, Live, run_connection
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
-from ._tokens import FixedToken, LegacyTokenSource, Token, TokenSource, as_token_source
+from ._tokens import FixedToken, LegacyTokenSource, Token, TokenSource
 from ._transport import Connector, websocket_connector
 from ._util import raise_single
 from .events import Event, IndexedEvent, TimeSeriesEvent
@@ -565,23 +566,12 @@ async def open_dxlink(
     """
     if connector is not None and ssl_context is not None:
         raise TypeError("pass ssl_context= to the connector, not to open_dxlink, with connector=")
-    source: TokenSource | None
-    if isinstance(target, str):
-        if not target.startswith(("ws://", "wss://")):
-            raise ValueError(f"DXLink URL must start with ws:// or wss://, got {target!r}")
-        source = FixedToken(target, token)
-    elif (source := as_token_source(target)) is not None:
-        if token is not None:
-            raise TypeError("token= is only for a URL target; a session supplies its own")
-    else:
-        raise TypeError(f"target must be a URL or a TokenSource, got {target!r}")
-    for name, value in (
-        ("keepalive_timeout", keepalive_timeout),
-        ("keepalive_interval", keepalive_interval),
-        ("handshake_timeout", handshake_timeout),
-    ):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
+    source = token_source_for(target, token)
+    require_positive(
+        keepalive_timeout=keepalive_timeout,
+        keepalive_interval=keepalive_interval,
+        handshake_timeout=handshake_timeout,
+    )
     settings = ConnectionSettings(
         connector=connector or websocket_connector(ssl_context=ssl_context),
         keepalive_timeout=keepalive_timeout,
