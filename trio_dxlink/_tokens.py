@@ -100,7 +100,7 @@ def as_token_source(target: object) -> TokenSource | None:
             f"{type(target).__name__}.get_quote_token() is deprecated: name the method"
             " get_token() (the trio_dxlink.TokenSource protocol)",
             DeprecationWarning,
-            stacklevel=4,  # as_token_source ← open_dxlink ← contextlib ← the user's code
+            stacklevel=5,  # as_token_source ← token_source_for ← open_dxlink ← contextlib ← user
         )
         return _LegacyAdapter(target)
     return None
