@@ -27,6 +27,8 @@ from ._client import (
     TokenSource,
     open_dxlink,
 )
+from ._dom import DepthOfMarket, DomStatistics
+from ._dom_channel import DomConfig, DomLevel, DomSnapshot
 from ._exceptions import (
     AuthenticationError,
     CertificateError,
@@ -132,6 +134,11 @@ __all__ = [
     "ConnectionClosedError",
     "Connector",
     "DataGapError",
+    "DepthOfMarket",
+    "DomConfig",
+    "DomLevel",
+    "DomSnapshot",
+    "DomStatistics",
     "DXLinkError",
     "DXLinkFeed",
     "Event",

@@ -35,6 +35,8 @@ import trio
 
 from . import _connection as c
 from ._desired import DesiredState
+from ._dom import DepthOfMarket, DomHandles
+from ._dom_channel import DEFAULT_DEPTH
 from ._exceptions import ChannelError, ConnectionClosedError, DXLinkError
 from ._messages import SubscriptionEntry
 from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
@@ -151,6 +153,7 @@ class DXLinkFeed:
         self._handles: dict[Subscription[Any], None] = {}
         self._desired = DesiredState()
         self._router = Router()
+        self._doms = DomHandles()
         # counters
         self._reconnects = 0
         self._losses = 0
@@ -229,6 +232,33 @@ class DXLinkFeed:
         async with self.subscribe(event_type, [symbol], overflow=Overflow.LATEST) as rx:
             return await rx.receive()
 
+    def depth_of_market(
+        self,
+        symbol: str,
+        *,
+        sources: Iterable[str],
+        depth: int = DEFAULT_DEPTH,
+        aggregation_period: float | None = None,
+    ) -> DepthOfMarket:
+        """The server's depth-of-market snapshots (DXLink's DOM service) of ``symbol``, built
+        from the order ``sources`` (``["NTV"]``, ...); enter the handle to open its channel.
+
+        ``depth`` is the levels per side asked for (0: no limit), ``aggregation_period`` the
+        seconds between snapshots (``None``: the server's). The channel is reopened after a
+        reconnect; an ERROR or CHANNEL_CLOSED on it fails this handle only
+        (:class:`ChannelError`). See :class:`DepthOfMarket`.
+        """
+        sources = [sources] if isinstance(sources, str) else list(sources)
+        if not sources or not all(isinstance(s, str) and s for s in sources):
+            raise ValueError(f"sources must be order-source names, got {sources!r}")
+        if not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+        if self._closed:
+            raise ConnectionClosedError("the feed is closed")
+        return DepthOfMarket(
+            self, symbol, sources, depth=depth, aggregation_period=aggregation_period
+        )
+
     @property
     def state(self) -> FeedState:
         """The connection state now."""
@@ -295,7 +325,18 @@ class DXLinkFeed:
         if removed and live is not None and live.usable():
             live.unsubscribe(name, removed)
 
+    def attach_dom(self, handle: DepthOfMarket) -> None:
+        if self._closed:
+            raise ConnectionClosedError("the feed is closed")
+        self._doms.attach(handle, self._live)
+
+    def detach_dom(self, handle: DepthOfMarket) -> None:
+        self._doms.detach(handle, self._live)
+
     # --- the connection runner's side (runner.Host) ---
+
+    def replay_dom(self) -> list[DepthOfMarket]:
+        return self._doms.replay()
 
     def replay(self) -> dict[str, list[SubscriptionEntry]]:
         return self._desired.replay()
@@ -392,6 +433,7 @@ class DXLinkFeed:
         error = ConnectionClosedError("the feed is closed")
         for handle in list(self._handles):
             handle._fail(error)
+        self._doms.fail_all(error)
 
 
 @asynccontextmanager
