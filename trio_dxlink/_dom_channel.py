@@ -21,6 +21,7 @@ import attrs
 
 from . import _messages as m
 from ._feed_data import ChannelState
+from ._registry import _float_key  # events' NaN-aware equality: one home for the rule
 from ._util import describe
 
 __all__ = [
@@ -46,10 +47,10 @@ _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.in
 @attrs.frozen
 class DomLevel:
     """One level of a depth-of-market side: a price and the size there (NaN when the server
-    left it out)."""
+    left it out). NaN equals NaN here, as in events."""
 
-    price: float
-    size: float = math.nan
+    price: float = attrs.field(eq=_float_key)
+    size: float = attrs.field(default=math.nan, eq=_float_key)
 
 
 @attrs.frozen
@@ -82,7 +83,7 @@ class DomConfig:
         order_fields: the fields each level carries.
     """
 
-    aggregation_period: float = math.nan
+    aggregation_period: float = attrs.field(default=math.nan, eq=_float_key)
     depth_limit: int | None = None
     data_format: str = "FULL"
     order_fields: tuple[str, ...] = ()
