@@ -526,8 +526,7 @@ class ClientConnection:
 
     def _on_channel_closed(self, message: m.ChannelClosed) -> list[ConnectionEvent]:
         channels: dict[int, Any] = self.dom_channels
-        if message.channel not in channels:
-            channels = self.channels
+        channels = channels if message.channel in channels else self.channels
         channel = channels.get(message.channel)
         if channel is None:
             raise RemoteProtocolError(f"CHANNEL_CLOSED for unknown channel {message.channel}")
@@ -541,11 +540,11 @@ class ClientConnection:
 
     def _open_dom(self, channel_id: int, what: str) -> DomChannel | None:
         channel = self.dom_channels.get(channel_id)
-        if channel is None or channel.state is not ChannelState.OPENED:
-            self.statistics.skipped_unknown_channel += 1
-            log.warning("skipping %s for channel %d, not an open DOM channel", what, channel_id)
-            return None
-        return channel
+        if channel is not None and channel.state is ChannelState.OPENED:
+            return channel
+        self.statistics.skipped_unknown_channel += 1
+        log.warning("skipping %s for channel %d, not an open DOM channel", what, channel_id)
+        return None
 
     def _on_dom_config(self, message: m.DomConfig) -> list[ConnectionEvent]:
         channel = self._open_dom(message.channel, "DOM_CONFIG")

@@ -4,14 +4,10 @@ Start one with :func:`open_dxlink_server` (or host :func:`serve_dxlink` in your 
 point a client at :attr:`DXLinkServer.url`. The server speaks the protocol the way tastytrade's
 server does (protocol reference §2-§4, §6.7 and §10):
 
-* the handshake, channels, data formats, keepalives and errors as ``_server_core.py`` describes
-  (strict handshake; FEED_CONFIG with eventFields announced before COMPACT data; KEEPALIVE and
-  ERROR TIMEOUT; INVALID_MESSAGE / BAD_ACTION; close 1009 above ``max_message_size``); nothing
-  one client sends stops the server: a message it fails to handle gets ERROR UNKNOWN and close
-  1011 for that client only;
-* order books per (symbol, source) for ``Order``, ``SpreadOrder`` and ``AnalyticOrder``
-  subscriptions naming a source (a snapshot, then changes, some in TX_PENDING transactions) and
-  for DOM channels, from the same books (``_book_publisher.py``, :meth:`publish_book`).
+* the handshake, channels, data formats, keepalives and errors as ``_server_core.py`` says; a
+  message the server fails to handle costs that client only (ERROR UNKNOWN, close 1011);
+* order books per (symbol, source) for order subscriptions naming a source and for DOM
+  channels, from the same books (``_book_publisher.py``, :meth:`DXLinkServer.publish_book`).
 
 What gets sent, and when: events reach a channel when (type, symbol[, source]) is subscribed
 there (``"*"`` matches every symbol). On subscription the channel gets the current value of a
