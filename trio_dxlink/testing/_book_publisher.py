@@ -42,10 +42,7 @@ if TYPE_CHECKING:
     from ._dom_service import DomServerChannel
     from ._server_connection import ServerConnection
 
-__all__ = ["DEFAULT_SOURCES", "BookPublisher"]
-
-DEFAULT_SOURCES = ("NTV",)
-"""What ``DXLinkServer.publish_book`` documents as a typical source; any name works."""
+__all__ = ["BookPublisher"]
 
 BookKey = tuple[str, str]
 
