@@ -403,7 +403,7 @@ def test_server_error_is_reported() -> None:
 def test_unknown_message_types_are_tolerated_and_counted() -> None:
     conn, cid = quote_channel()
     assert conn.receive_message('{"type":"SHINY_NEW","channel":0,"x":1}', 0.0) == []
-    assert conn.receive_message(msg(type="DOM_SNAPSHOT", channel=cid), 0.0) == []
+    assert conn.receive_message(msg(type="INDICHART_DATA", channel=cid), 0.0) == []
     assert conn.statistics.unknown_messages == 2
     assert conn.authorized
     result = conn.receive_message(feed_data(cid, ["Quote", ["AAPL", 1.0, 2.0]]), 0.0)

@@ -232,9 +232,9 @@ def test_decode_ignores_unknown_keys() -> None:
 
 
 def test_decode_unknown_type_is_tolerated() -> None:
-    message = decode('{"type":"DOM_SNAPSHOT","channel":5,"time":1,"bids":[]}')
+    message = decode('{"type":"INDICHART_DATA","channel":5,"time":1,"bids":[]}')
     assert isinstance(message, UnknownMessage)
-    assert message.type == "DOM_SNAPSHOT"
+    assert message.type == "INDICHART_DATA"
     assert message.channel == 5
     assert message.payload["bids"] == []
 

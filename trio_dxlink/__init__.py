@@ -29,6 +29,8 @@ from ._client import (
     TokenSource,
     open_dxlink,
 )
+from ._dom import DepthOfMarket, DomStatistics
+from ._dom_channel import DomConfig, DomLevel, DomSnapshot
 from ._exceptions import (
     AuthenticationError,
     CertificateError,
@@ -136,6 +138,11 @@ __all__ = [
     "ConnectionClosedError",
     "Connector",
     "DataGapError",
+    "DepthOfMarket",
+    "DomConfig",
+    "DomLevel",
+    "DomSnapshot",
+    "DomStatistics",
     "DXLinkError",
     "DXLinkFeed",
     "Event",

@@ -34,6 +34,8 @@ import trio
 from . import _connection as c
 from ._arguments import require_positive, token_source_for
 from ._desired import DesiredState
+from ._dom import DepthOfMarket, DomHandles
+from ._dom_channel import DEFAULT_DEPTH
 from ._exceptions import ChannelError, ConnectionClosedError, DXLinkError, ServerError
 from ._feed_state import FeedState, FeedStatistics, check_event_type
 from ._history import HandleLane, History, TimeSeries, fetch_history, history_start
@@ -110,6 +112,7 @@ class DXLinkFeed:
         self._router = Router()
         self._lanes = HistoryLanes(max_history_requests)
         self._lane_requests: dict[Subscription[Any], dict[str, LaneRequest]] = {}
+        self._doms = DomHandles()
         # counters
         self._refusals = 0
         self._reconnects = 0
@@ -279,6 +282,33 @@ class DXLinkFeed:
         check_event_type(event_type)
         return self._router.latest(event_type.EVENT_TYPE, symbol)  # type: ignore[return-value]
 
+    def depth_of_market(
+        self,
+        symbol: str,
+        *,
+        sources: Iterable[str],
+        depth: int = DEFAULT_DEPTH,
+        aggregation_period: float | None = None,
+    ) -> DepthOfMarket:
+        """The server's depth-of-market snapshots (DXLink's DOM service) of ``symbol``, built
+        from the order ``sources`` (``["NTV"]``, ...); enter the handle to open its channel.
+
+        ``depth`` is the levels per side asked for (0: no limit), ``aggregation_period`` the
+        seconds between snapshots (``None``: the server's). The channel is reopened after a
+        reconnect; an ERROR or CHANNEL_CLOSED on it fails this handle only
+        (:class:`ChannelError`). See :class:`DepthOfMarket`.
+        """
+        sources = [sources] if isinstance(sources, str) else list(sources)
+        if not sources or not all(isinstance(s, str) and s for s in sources):
+            raise ValueError(f"sources must be order-source names, got {sources!r}")
+        if not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+        if self._closed:
+            raise ConnectionClosedError("the feed is closed")
+        return DepthOfMarket(
+            self, symbol, sources, depth=depth, aggregation_period=aggregation_period
+        )
+
     @property
     def state(self) -> FeedState:
         """The connection state now."""
@@ -384,7 +414,18 @@ class DXLinkFeed:
         if actions and live is not None and live.usable():
             live.send_lanes(actions)
 
+    def attach_dom(self, handle: DepthOfMarket) -> None:
+        if self._closed:
+            raise ConnectionClosedError("the feed is closed")
+        self._doms.attach(handle, self._live)
+
+    def detach_dom(self, handle: DepthOfMarket) -> None:
+        self._doms.detach(handle, self._live)
+
     # --- the connection runner's side (runner.Host) ---
+
+    def replay_dom(self) -> list[DepthOfMarket]:
+        return self._doms.replay()
 
     def replay(self) -> dict[str, list[SubscriptionEntry]]:
         return self._desired.replay()
@@ -515,6 +556,7 @@ class DXLinkFeed:
         for request in self._lanes.requests():
             self._lanes.remove(request)
             request.owner.lane_failed(request, error)
+        self._doms.fail_all(error)
 
 
 @asynccontextmanager

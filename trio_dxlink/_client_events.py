@@ -7,11 +7,14 @@ feed (``_client.py``) reacts to them.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .events import Event
+
+if TYPE_CHECKING:
+    from ._dom_channel import DomConfig, DomSnapshot
 
 __all__ = [
     "Authorized",
@@ -21,6 +24,8 @@ __all__ = [
     "ConfigChanged",
     "ConnectionEvent",
     "DataSkipped",
+    "DomConfigChanged",
+    "DomSnapshotReceived",
     "FeedConfig",
     "FeedEvents",
     "ServerErrorReceived",
@@ -104,6 +109,22 @@ class DataSkipped:
 
 
 @attrs.frozen
+class DomConfigChanged:
+    """DOM_CONFIG changed the configuration of a DOM channel."""
+
+    channel: int
+    config: DomConfig
+
+
+@attrs.frozen
+class DomSnapshotReceived:
+    """A DOM channel received a book (DOM_SNAPSHOT)."""
+
+    channel: int
+    snapshot: DomSnapshot
+
+
+@attrs.frozen
 class ServerErrorReceived:
     """The server sent ERROR (``channel`` 0: about the whole connection)."""
 
@@ -121,6 +142,8 @@ ConnectionEvent = (
     | ConfigChanged
     | FeedEvents
     | DataSkipped
+    | DomConfigChanged
+    | DomSnapshotReceived
     | ServerErrorReceived
 )
 

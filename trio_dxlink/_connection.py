@@ -10,11 +10,11 @@ The handshake follows the strict order tastytrade requires::
 
     SETUP ─► (server SETUP, AUTH_STATE UNAUTHORIZED) ─► AUTH ─► (AUTH_STATE AUTHORIZED) ─► channels
 
-Channels are FEED channels with odd ids. A channel requested before authorization waits in the
-outbox's queue; once ``CHANNEL_OPENED`` arrives the connection sends ``FEED_SETUP`` for the event
-types the channel needs and then every subscription the channel holds, in chunks under a byte
-budget. Subscriptions are kept per channel as a set keyed by (type, symbol, source), so a
-connection can always say exactly what it has subscribed.
+Channels have odd ids; one requested before authorization waits in the outbox's queue. Once a
+FEED channel's ``CHANNEL_OPENED`` arrives the connection sends ``FEED_SETUP`` for the types it
+needs, then every subscription it holds (a set keyed by (type, symbol, source)) in chunks under a
+byte budget. A DOM channel sends DOM_SETUP each time it opens, merges DOM_CONFIG and reads each
+DOM_SNAPSHOT into a book (a bad one is skipped like bad data).
 
 Keepalive is time-driven but the clock is the caller's: :meth:`~ClientConnection.next_deadline`
 says when to call :meth:`~ClientConnection.handle_timers`, which queues a ``KEEPALIVE`` when
@@ -34,9 +34,9 @@ skipped: what could be decoded from the same frame is still returned, the rest i
 (handshake order, channel states, malformed control messages) end a connection. A server's
 keepalive timeout outside :data:`KEEPALIVE_TIMEOUT_RANGE` is clamped into it and logged.
 
-Where things live: the states, the transition table (``CLIENT_ACCEPTS``) and the keepalive rules
-are shared with the server's core in ``_protocol.py``; the events in ``_client_events.py``; the
-channels and FEED_DATA decoding in ``_feed_data.py``. This module re-exports their names.
+Where things live: states, the table (``CLIENT_ACCEPTS``) and keepalive rules in ``_protocol.py``
+(shared with the server); events in ``_client_events.py``; FEED channels, FEED_DATA decoding and
+chunking in ``_feed_data.py``; DOM channels in ``_dom_channel.py``. Their names are re-exported.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-
-import orjson
 
 from . import _messages as m
 from ._client_events import (
@@ -56,13 +54,23 @@ from ._client_events import (
     ConfigChanged,
     ConnectionEvent,
     DataSkipped,
+    DomConfigChanged,
+    DomSnapshotReceived,
     FeedConfig,
     FeedEvents,
     ServerErrorReceived,
     SetupReceived,
 )
+from ._dom_channel import DomChannel, merge_config, read_snapshot
 from ._exceptions import KeepaliveTimeoutError, LocalProtocolError, RemoteProtocolError
-from ._feed_data import ChannelState, FeedChannel, FeedDataDecoder, Statistics
+from ._feed_data import (
+    DEFAULT_SUBSCRIPTION_BUDGET,
+    ChannelState,
+    FeedChannel,
+    FeedDataDecoder,
+    Statistics,
+    chunk_subscription,
+)
 from ._protocol import (
     CLIENT_ACCEPTS,
     KEEPALIVE_TIMEOUT_RANGE,
@@ -83,7 +91,11 @@ __all__ = [
     "ConfigChanged",
     "ConnectionEvent",
     "ConnectionState",
+    "DEFAULT_SUBSCRIPTION_BUDGET",
     "DataSkipped",
+    "DomChannel",
+    "DomConfigChanged",
+    "DomSnapshotReceived",
     "FeedChannel",
     "FeedConfig",
     "FeedEvents",
@@ -100,58 +112,6 @@ log = logging.getLogger("trio_dxlink")
 
 PROTOCOL_VERSION = "0.1-DXF-JS/0.3.0"
 """What SETUP announces: the version string tastytrade's own web platform sends."""
-
-DEFAULT_SUBSCRIPTION_BUDGET = 8192
-"""Largest FEED_SUBSCRIPTION frame, in bytes, before it is split (the JS client's figure)."""
-
-
-def chunk_subscription(
-    channel: int,
-    *,
-    add: Sequence[m.SubscriptionEntry] = (),
-    remove: Sequence[m.SubscriptionEntry] = (),
-    reset: bool = False,
-    budget: int = DEFAULT_SUBSCRIPTION_BUDGET,
-) -> list[m.FeedSubscription]:
-    """Split a subscription change into FEED_SUBSCRIPTION messages each under ``budget`` bytes.
-
-    ``reset`` goes on the first message only; removes go before adds, as the protocol orders
-    them within a message. An empty change with ``reset`` gives one reset-only message.
-    """
-    envelope = len(m.encode(m.FeedSubscription(channel, add=[], remove=[], reset=reset or None)))
-    out: list[m.FeedSubscription] = []
-    cur_add: list[m.SubscriptionEntry] = []
-    cur_remove: list[m.SubscriptionEntry] = []
-    size = envelope
-    first = True
-
-    def flush() -> None:
-        nonlocal cur_add, cur_remove, size, first
-        out.append(
-            m.FeedSubscription(
-                channel,
-                add=cur_add or None,
-                remove=cur_remove or None,
-                reset=True if (reset and first) else None,
-            )
-        )
-        first = False
-        cur_add, cur_remove, size = [], [], envelope
-
-    tagged = [(True, e) for e in remove] + [(False, e) for e in add]
-    for is_remove, entry in tagged:
-        item = len(orjson.dumps(m.to_wire_entry(entry))) + 1
-        if envelope + item > budget:
-            raise LocalProtocolError(
-                f"subscription entry {entry.symbol!r} alone exceeds the {budget}-byte budget"
-            )
-        if size + item > budget:
-            flush()
-        (cur_remove if is_remove else cur_add).append(entry)
-        size += item
-    if cur_add or cur_remove or (reset and first):
-        flush()
-    return out
 
 
 class ClientConnection:
@@ -189,6 +149,7 @@ class ClientConnection:
         self.server_keepalive_timeout: float | None = None
         self.user_id: str | None = None
         self.channels: dict[int, FeedChannel] = {}
+        self.dom_channels: dict[int, DomChannel] = {}
         self.statistics = Statistics()
         self._next_channel = 1
         self._outbox: list[str] = []
@@ -259,15 +220,38 @@ class ClientConnection:
             self._request(channel)
         return cid
 
+    def open_dom_channel(
+        self,
+        symbol: str,
+        sources: Sequence[str],
+        *,
+        depth: int,
+        aggregation_period: float | None = None,
+    ) -> int:
+        """Create a DOM channel for ``symbol``'s book from ``sources``; return its (odd) id. It is
+        requested once authorized, and sends DOM_SETUP (asking for ``depth`` levels a side)
+        each time it opens."""
+        self._require_usable("open a channel")
+        cid = self._next_channel
+        self._next_channel += 2
+        channel = DomChannel(cid, symbol, tuple(sources), depth, aggregation_period)
+        self.dom_channels[cid] = channel
+        if self.authorized:
+            self._request(channel)
+        return cid
+
     def close_channel(self, channel_id: int) -> None:
-        """Cancel a channel; its subscriptions are forgotten."""
-        channel = self._channel(channel_id)
+        """Cancel a channel (FEED or DOM); its subscriptions are forgotten."""
+        channels: dict[int, Any] = self.dom_channels
+        if channel_id not in channels:
+            channels = self.channels
+            self._channel(channel_id).subscriptions.clear()
+        channel = channels[channel_id]
         if channel.state in (ChannelState.REQUESTED, ChannelState.OPENED):
             self._queue(m.ChannelCancel(channel_id))
         else:
-            del self.channels[channel_id]  # never requested: no CHANNEL_CLOSED will come
+            del channels[channel_id]  # never requested: no CHANNEL_CLOSED will come
         channel.state = ChannelState.CLOSED
-        channel.subscriptions.clear()
 
     def subscribe(
         self,
@@ -350,7 +334,7 @@ class ClientConnection:
     def connection_closed(self) -> None:
         """The transport ended (end of stream is an input, not an error)."""
         self.state = ConnectionState.CLOSED
-        for channel in self.channels.values():
+        for channel in self._all_channels():
             channel.state = ChannelState.CLOSED
 
     # --- output and time ---
@@ -400,6 +384,9 @@ class ClientConnection:
 
     # --- internals ---
 
+    def _all_channels(self) -> list[FeedChannel | DomChannel]:
+        return [*self.channels.values(), *self.dom_channels.values()]
+
     def _require(self, state: ConnectionState, what: str) -> None:
         if self.state is not state:
             raise LocalProtocolError(f"cannot {what} in state {self.state.value}")
@@ -424,8 +411,11 @@ class ClientConnection:
     def _queue(self, message: m.Message) -> None:
         self._outbox.append(m.encode(message))
 
-    def _request(self, channel: FeedChannel) -> None:
-        self._queue(m.ChannelRequest(channel.id, "FEED", {"contract": channel.contract}))
+    def _request(self, channel: FeedChannel | DomChannel) -> None:
+        if isinstance(channel, DomChannel):
+            self._queue(channel.request())
+        else:
+            self._queue(m.ChannelRequest(channel.id, "FEED", {"contract": channel.contract}))
         channel.state = ChannelState.REQUESTED
 
     def _feed_setup(self, channel: FeedChannel, types: Sequence[str]) -> None:
@@ -491,7 +481,7 @@ class ClientConnection:
             self.user_id = message.user_id
             if was is ConnectionState.AUTHORIZED:
                 return []  # a refreshed token was accepted
-            for channel in self.channels.values():
+            for channel in self._all_channels():
                 if channel.state is ChannelState.PENDING:
                     self._request(channel)
             return [Authorized(message.user_id)]
@@ -513,10 +503,17 @@ class ClientConnection:
         return [ServerErrorReceived(message.channel, message.error, message.message)]
 
     def _on_channel_opened(self, message: m.ChannelOpened) -> list[ConnectionEvent]:
-        channel = self.channels.get(message.channel)
+        dom = self.dom_channels.get(message.channel)
+        if dom is not None and dom.state is ChannelState.REQUESTED:
+            if message.service != "DOM":
+                raise RemoteProtocolError(f"channel {dom.id} opened as {message.service!r}")
+            dom.state = ChannelState.OPENED
+            self._queue(dom.setup())  # every time it opens, as dxFeed's JS client does
+            return [ChannelOpened(dom.id, message.parameters)]
+        channel = self.channels.get(message.channel) or dom
         if channel is not None and channel.state is ChannelState.CLOSED:
             return []  # we cancelled it before this crossed on the wire; CHANNEL_CLOSED follows
-        if channel is None or channel.state is not ChannelState.REQUESTED:
+        if not isinstance(channel, FeedChannel) or channel.state is not ChannelState.REQUESTED:
             raise RemoteProtocolError(f"CHANNEL_OPENED for channel {message.channel} not requested")
         if message.service != "FEED":
             raise RemoteProtocolError(f"channel {message.channel} opened as {message.service!r}")
@@ -528,15 +525,44 @@ class ClientConnection:
         return [ChannelOpened(message.channel, message.parameters)]
 
     def _on_channel_closed(self, message: m.ChannelClosed) -> list[ConnectionEvent]:
-        channel = self.channels.get(message.channel)
+        channels: dict[int, Any] = self.dom_channels
+        channels = channels if message.channel in channels else self.channels
+        channel = channels.get(message.channel)
         if channel is None:
             raise RemoteProtocolError(f"CHANNEL_CLOSED for unknown channel {message.channel}")
         requested = channel.state is ChannelState.CLOSED
         channel.state = ChannelState.CLOSED
-        channel.decoders.clear()
+        if isinstance(channel, FeedChannel):
+            channel.decoders.clear()
         if requested:
-            del self.channels[message.channel]
+            del channels[message.channel]
         return [ChannelClosed(message.channel, requested)]
+
+    def _open_dom(self, channel_id: int, what: str) -> DomChannel | None:
+        channel = self.dom_channels.get(channel_id)
+        if channel is not None and channel.state is ChannelState.OPENED:
+            return channel
+        self.statistics.skipped_unknown_channel += 1
+        log.warning("skipping %s for channel %d, not an open DOM channel", what, channel_id)
+        return None
+
+    def _on_dom_config(self, message: m.DomConfig) -> list[ConnectionEvent]:
+        channel = self._open_dom(message.channel, "DOM_CONFIG")
+        if channel is None:
+            return []
+        channel.config = merge_config(channel.config, message)
+        return [DomConfigChanged(channel.id, channel.config)]
+
+    def _on_dom_snapshot(self, message: m.DomSnapshot) -> list[ConnectionEvent]:
+        channel = self._open_dom(message.channel, "DOM_SNAPSHOT")
+        if channel is None:
+            return []
+        try:
+            snapshot = read_snapshot(channel, message)
+        except ValueError as exc:
+            self.statistics.malformed_messages += 1
+            return [self._feed.skipped(channel.id, "DOM_SNAPSHOT", 1, str(exc))]
+        return [DomSnapshotReceived(channel.id, snapshot)]
 
     def _on_feed_config(self, message: m.FeedConfig) -> list[ConnectionEvent]:
         channel = self.channels.get(message.channel)
@@ -568,6 +594,8 @@ _HANDLERS: dict[type, Callable[[ClientConnection, Any], list[ConnectionEvent]]] 
     m.ChannelOpened: ClientConnection._on_channel_opened,
     m.ChannelClosed: ClientConnection._on_channel_closed,
     m.FeedConfig: ClientConnection._on_feed_config,
+    m.DomConfig: ClientConnection._on_dom_config,
+    m.DomSnapshot: ClientConnection._on_dom_snapshot,
 }
 # FEED_DATA never comes this way: receive_message decodes it on its hot path (the table still
 # says in which states it is allowed).

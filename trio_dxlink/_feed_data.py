@@ -1,4 +1,4 @@
-"""A client's FEED channels and how FEED_DATA on them is decoded.
+"""A client's FEED channels, how FEED_DATA on them is decoded, and how subscriptions are split.
 
 :class:`FeedDataDecoder` turns the ``data`` array of a FEED_DATA message into
 :class:`~trio_dxlink._client_events.FeedEvents`, by the layout in force on the channel
@@ -13,20 +13,82 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import orjson
 
 from . import _messages as m
 from ._client_events import ConnectionEvent, DataSkipped, FeedConfig, FeedEvents
 from ._codec import RowDecoder, compile_row_decoder, decode_full
-from ._exceptions import RemoteProtocolError
+from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._util import LogLimiter, describe
 from .events import Event, event_class
 
-__all__ = ["ChannelState", "FeedChannel", "FeedDataDecoder", "Statistics"]
+__all__ = [
+    "DEFAULT_SUBSCRIPTION_BUDGET",
+    "ChannelState",
+    "FeedChannel",
+    "FeedDataDecoder",
+    "Statistics",
+    "chunk_subscription",
+]
 
 log = logging.getLogger("trio_dxlink")
+
+
+DEFAULT_SUBSCRIPTION_BUDGET = 8192
+"""Largest FEED_SUBSCRIPTION frame, in bytes, before it is split (the JS client's figure)."""
+
+
+def chunk_subscription(
+    channel: int,
+    *,
+    add: Sequence[m.SubscriptionEntry] = (),
+    remove: Sequence[m.SubscriptionEntry] = (),
+    reset: bool = False,
+    budget: int = DEFAULT_SUBSCRIPTION_BUDGET,
+) -> list[m.FeedSubscription]:
+    """Split a subscription change into FEED_SUBSCRIPTION messages each under ``budget`` bytes.
+
+    ``reset`` goes on the first message only; removes go before adds, as the protocol orders
+    them within a message. An empty change with ``reset`` gives one reset-only message.
+    """
+    envelope = len(m.encode(m.FeedSubscription(channel, add=[], remove=[], reset=reset or None)))
+    out: list[m.FeedSubscription] = []
+    cur_add: list[m.SubscriptionEntry] = []
+    cur_remove: list[m.SubscriptionEntry] = []
+    size = envelope
+    first = True
+
+    def flush() -> None:
+        nonlocal cur_add, cur_remove, size, first
+        out.append(
+            m.FeedSubscription(
+                channel,
+                add=cur_add or None,
+                remove=cur_remove or None,
+                reset=True if (reset and first) else None,
+            )
+        )
+        first = False
+        cur_add, cur_remove, size = [], [], envelope
+
+    tagged = [(True, e) for e in remove] + [(False, e) for e in add]
+    for is_remove, entry in tagged:
+        item = len(orjson.dumps(m.to_wire_entry(entry))) + 1
+        if envelope + item > budget:
+            raise LocalProtocolError(
+                f"subscription entry {entry.symbol!r} alone exceeds the {budget}-byte budget"
+            )
+        if size + item > budget:
+            flush()
+        (cur_remove if is_remove else cur_add).append(entry)
+        size += item
+    if cur_add or cur_remove or (reset and first):
+        flush()
+    return out
 
 
 class ChannelState(enum.Enum):

@@ -1,4 +1,4 @@
-"""DXLink wire messages (channel 0 and the FEED service) and their JSON codec.
+"""DXLink wire messages (channel 0, the FEED and the DOM services) and their JSON codec.
 
 Each message is a small frozen attrs class; :func:`encode` turns one into the text of a WebSocket
 frame and :func:`decode` turns a frame back into one, both through this module's single cattrs
@@ -10,7 +10,9 @@ object with a string ``type`` and an integer ``channel``, or a known message who
 wrong shape, raises :class:`~trio_dxlink.RemoteProtocolError` naming what was wrong.
 
 ``FEED_DATA`` is the hot path: :func:`decode` hands its ``data`` array over untouched, and the
-connection decodes it by the negotiated fields (``trio_dxlink._codec``).
+connection decodes it by the negotiated fields (``trio_dxlink._codec``). ``DOM_SNAPSHOT`` is data
+too: its ``time``, ``bids`` and ``asks`` are handed over as they came (``trio_dxlink._dom_channel``
+checks them, and skips a bad snapshot without ending the connection).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ __all__ = [
     "ChannelClosed",
     "ChannelOpened",
     "ChannelRequest",
+    "DomConfig",
+    "DomSetup",
+    "DomSnapshot",
     "Error",
     "FeedConfig",
     "FeedData",
@@ -180,6 +185,39 @@ class FeedData:
 
 
 @attrs.frozen
+class DomSetup:
+    """``DOM_SETUP``: what the client would like the book on a DOM channel to look like (every
+    field optional; ``accept_depth_limit=0`` asks for no limit)."""
+
+    channel: int
+    accept_aggregation_period: float | None = None
+    accept_depth_limit: int | None = None
+    accept_data_format: str | None = None
+    accept_order_fields: list[str] | None = None
+
+
+@attrs.frozen
+class DomConfig:
+    """``DOM_CONFIG``: the DOM configuration in force; absent parts are unchanged."""
+
+    channel: int
+    aggregation_period: float | None = None
+    depth_limit: int | None = None
+    data_format: str | None = None
+    order_fields: list[str] | None = None
+
+
+@attrs.frozen
+class DomSnapshot:
+    """``DOM_SNAPSHOT``: a whole book (not an update), its values as they came on the wire."""
+
+    channel: int
+    time: Any = None
+    bids: Any = None
+    asks: Any = None
+
+
+@attrs.frozen
 class UnknownMessage:
     """A message of a type this library does not know; the protocol says to skip it."""
 
@@ -202,6 +240,9 @@ Message: TypeAlias = (
     | FeedConfig
     | FeedSubscription
     | FeedData
+    | DomSetup
+    | DomConfig
+    | DomSnapshot
     | UnknownMessage
 )
 
@@ -219,6 +260,9 @@ _TYPES: dict[str, type[Any]] = {
     "FEED_CONFIG": FeedConfig,
     "FEED_SUBSCRIPTION": FeedSubscription,
     "FEED_DATA": FeedData,
+    "DOM_SETUP": DomSetup,
+    "DOM_CONFIG": DomConfig,
+    "DOM_SNAPSHOT": DomSnapshot,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 
@@ -275,6 +319,15 @@ _converter.register_structure_hook(int, _strict_int)
 _converter.register_structure_hook(str, _strict_str)
 _converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook_func(lambda t: t == dict[str, Any], _dict_any)
+
+
+def _string_list(value: Any, _: type) -> list[str]:
+    if value.__class__ is not list or any(item.__class__ is not str for item in value):
+        raise TypeError(f"expected a list of strings, got {describe(value)}")
+    return list(value)
+
+
+_converter.register_structure_hook_func(lambda t: t == list[str], _string_list)
 
 
 def _event_fields(value: Any, _: type) -> dict[str, list[str]]:
@@ -387,6 +440,8 @@ def from_wire(obj: dict[str, Any]) -> Message:
                 f"FEED_DATA without a 'data' array on channel {obj['channel']}"
             )
         return FeedData(obj["channel"], data)
+    if kind == "DOM_SNAPSHOT":  # data: checked where it is read, never fatal here
+        return DomSnapshot(obj["channel"], obj.get("time"), obj.get("bids"), obj.get("asks"))
     cls = _TYPES.get(kind)
     if cls is None:
         return UnknownMessage(kind, obj["channel"], obj)

@@ -67,7 +67,7 @@ _S = ConnectionState
 _LIVE_CLIENT_STATES = (_S.SETUP, _S.AUTHENTICATING, _S.AUTHORIZED)
 _ANY_TIME_FROM_SERVER = frozenset({m.Setup, m.Keepalive, m.AuthState, m.Error})
 _CHANNEL_TRAFFIC_FROM_SERVER = frozenset(
-    {m.FeedData, m.ChannelOpened, m.ChannelClosed, m.FeedConfig}
+    {m.FeedData, m.ChannelOpened, m.ChannelClosed, m.FeedConfig, m.DomConfig, m.DomSnapshot}
 )
 
 CLIENT_ACCEPTS: Mapping[ConnectionState, frozenset[type[m.Message]]] = {
@@ -91,6 +91,7 @@ _FROM_CLIENT_AFTER_SETUP = frozenset(
         m.ChannelCancel,
         m.FeedSetup,
         m.FeedSubscription,
+        m.DomSetup,
     }
 )
 

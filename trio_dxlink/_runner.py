@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -43,6 +43,9 @@ from ._tokens import Token, TokenSource, fetch_token, renewal_delay
 from ._transport import Connector, Transport
 from ._util import unwrap_group
 
+if TYPE_CHECKING:
+    from ._dom import DepthOfMarket
+
 __all__ = ["ConnectionSettings", "Host", "Live", "is_subscription_refusal", "run_connection"]
 
 log = logging.getLogger("trio_dxlink")
@@ -53,6 +56,9 @@ class Host(Protocol):
 
     def replay(self) -> dict[str, list[SubscriptionEntry]]:
         """Every subscription a fresh connection must ask for, by event type."""
+
+    def replay_dom(self) -> list[DepthOfMarket]:
+        """Every depth-of-market handle a fresh connection must open a DOM channel for."""
 
     def closing(self) -> bool:
         """Whether the feed's block is being left (the connection is closing on purpose)."""
@@ -101,7 +107,8 @@ class ConnectionSettings:
 
 
 class Live:
-    """The per-connection state: the sans-I/O core and the channel of each event type."""
+    """The per-connection state: the sans-I/O core, the channel of each event type and the
+    depth-of-market handle of each DOM channel."""
 
     def __init__(self, core: ClientConnection, transport: Transport, settings: ConnectionSettings):
         self.core = core
@@ -111,6 +118,7 @@ class Live:
         self.type_of: dict[int, str] = {}
         self.lane_channels: dict[int, int] = {}  # history lane -> its channel
         self.lane_of: dict[int, int] = {}
+        self.dom: dict[int, DepthOfMarket] = {}
         self.wakeup = trio.Event()
         self.rearm = trio.Event()
 
@@ -154,6 +162,25 @@ class Live:
                 self.core.unsubscribe(cid, [entry])
         if actions:
             self.wake()
+
+    def open_dom(self, handle: DepthOfMarket) -> None:
+        """Open a DOM channel for ``handle`` (requested once the connection is authorized)."""
+        cid = self.core.open_dom_channel(
+            handle.symbol,
+            handle.sources,
+            depth=handle.depth,
+            aggregation_period=handle.aggregation_period,
+        )
+        self.dom[cid] = handle
+        self.wake()
+
+    def close_dom(self, handle: DepthOfMarket) -> None:
+        """Cancel ``handle``'s DOM channel, if it has one here."""
+        for cid, held in list(self.dom.items()):
+            if held is handle:
+                del self.dom[cid]
+                self.core.close_channel(cid)
+                self.wake()
 
     def unsubscribe(self, event_type: str, entries: list[SubscriptionEntry]) -> None:
         cid = self.channel_of.get(event_type)
@@ -208,6 +235,8 @@ async def _run_on(
         core.start(trio.current_time())
         for name, entries in host.replay().items():
             core.subscribe(live.channel_for(name), entries)
+        for handle in host.replay_dom():
+            live.open_dom(handle)
         host.connected(live)
         try:
             await _run_tasks(
@@ -248,6 +277,14 @@ def _handle_frame(host: Host, live: Live, frame: str | bytes) -> None:
     for event in live.core.receive_message(frame, now):
         if isinstance(event, c.FeedEvents):
             host.events(event)
+        elif isinstance(event, c.DomSnapshotReceived):
+            handle = live.dom.get(event.channel)
+            if handle is not None:
+                handle._push(event.snapshot)
+        elif isinstance(event, c.DomConfigChanged):
+            handle = live.dom.get(event.channel)
+            if handle is not None:
+                handle._configured(event.config)
         elif isinstance(event, c.DataSkipped):
             host.skipped(live, event)
         elif isinstance(event, c.AuthRejected):
@@ -263,7 +300,7 @@ def _handle_frame(host: Host, live: Live, frame: str | bytes) -> None:
                 raise ServerError(event.code, event.message, 0)
             error = ChannelError(event.code, event.message, event.channel)
             _fail_channel(host, live, event.channel, error)
-            if event.channel in live.core.channels:
+            if event.channel in live.core.channels or event.channel in live.core.dom_channels:
                 live.core.close_channel(event.channel)
         elif isinstance(event, c.SetupReceived):
             live.rearm.set()  # the server's keepalive timeout may shorten our interval
@@ -279,6 +316,10 @@ def _fail_channel(host: Host, live: Live, channel: int, error: ChannelError) -> 
     if lane is not None:
         del live.lane_channels[lane]
         host.lane_failed(lane, error)
+    handle = live.dom.pop(channel, None)
+    if handle is not None:
+        log.warning("%s; failing the depth of market of %s on it", error, handle.symbol)
+        handle._fail(error)
         return
     name = live.type_of.pop(channel, None)
     if name is not None:

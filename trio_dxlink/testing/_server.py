@@ -4,27 +4,10 @@ Start one with :func:`open_dxlink_server` (or host :func:`serve_dxlink` in your 
 point a client at :attr:`DXLinkServer.url`. The server speaks the protocol the way tastytrade's
 server does (protocol reference §2-§4, §6.7 and §10):
 
-* strict handshake: the client's SETUP first; the server answers SETUP, then AUTH_STATE
-  (AUTHORIZED with ``userId`` at once when no token is configured, else UNAUTHORIZED until a
-  matching AUTH; a wrong token gets UNAUTHORIZED and the socket is closed with code 1008);
-* FEED channels with any positive id, re-openable after close; CHANNEL_OPENED echoes the
-  parameters plus ``"subFormat": "LIST"``; FEED_CONFIG answers FEED_SETUP without eventFields;
-* COMPACT data with exactly the requested fields in the requested order (one type pair per
-  message by default), FULL on request; eventFields are announced in a FEED_CONFIG just before
-  the first FEED_DATA of a type (always by default; with ``event_fields_in_config=False`` only
-  when the client never chose that type's fields);
-* KEEPALIVE when the server has sent nothing for half the client's keepaliveTimeout; ERROR
-  TIMEOUT and a close when the client has been silent for the server's own keepaliveTimeout
-  (``announce_keepalive_timeout`` makes SETUP announce any other value, even a nonsensical one,
-  without changing that timer);
-* ERROR INVALID_MESSAGE for a frame that is not a JSON object with ``type`` and ``channel``;
-  ERROR BAD_ACTION for a message that is out of order, has fields of the wrong shape, or is one
-  only a server sends; WebSocket close 1009 for a frame above ``max_message_size``, as soon as
-  that much of it has arrived;
-* nothing one client sends stops the server: error texts describe wire values in a bounded way
-  (a value nested 1,000 levels deep is fine), and a message the server fails to handle (say,
-  CHANNEL_REQUEST parameters too deep to echo back) gets ERROR UNKNOWN and close 1011 for that
-  client only.
+* the handshake, channels, data formats, keepalives and errors as ``_server_core.py`` says; a
+  message the server fails to handle costs that client only (ERROR UNKNOWN, close 1011);
+* order books per (symbol, source) for order subscriptions naming a source and for DOM
+  channels, from the same books (``_book_publisher.py``, :meth:`DXLinkServer.publish_book`).
 
 What gets sent, and when: events reach a channel when (type, symbol[, source]) is subscribed
 there (``"*"`` matches every symbol). On subscription the channel gets the current value of a
@@ -37,15 +20,11 @@ published, so nothing flows unprompted; with ``simulate=True`` the market also m
 values, candle history and an update per subscribed (type, symbol) every ``update_interval``.
 Events are not conflated: ``aggregationPeriod`` is echoed, not applied.
 
-The server holds only what it needs: a closed connection is forgotten, with its messages, unless
-``ServerConfig(keep_closed_connections=True)`` asks to keep it for inspection.
+A closed connection is forgotten, with its messages, unless ``keep_closed_connections``.
 
-Transport faults, for testing what a client does when the upgrade fails: with
-:meth:`DXLinkServer.reject_upgrades` the server answers WebSocket upgrades with an HTTP status
-(``503`` from a load balancer, a ``200`` page) instead of ``101``; with
-:meth:`DXLinkServer.answer_with_bytes` it reads the request and answers with bytes that are not
-HTTP at all; :meth:`DXLinkServer.accept_upgrades` ends either. ``ssl_context=`` on
-:func:`serve_dxlink` / :func:`open_dxlink_server` serves TLS (the URL is then ``wss://``).
+Transport faults: :meth:`DXLinkServer.reject_upgrades` (an HTTP status instead of ``101``),
+:meth:`DXLinkServer.answer_with_bytes` (bytes that are not HTTP), ended by
+:meth:`DXLinkServer.accept_upgrades`. ``ssl_context=`` serves TLS (``wss://``).
 
 Every timer runs on ``trio.current_time()``, so ``MockClock``/``autojump_clock`` tests work;
 event timestamps come from the market's wall clock.
@@ -79,6 +58,8 @@ from .._messages import Message
 from .._transport import DEFAULT_MAX_MESSAGE_SIZE, Connector, connector_over_streams
 from .._util import unwrap_group
 from ..events import Event, IndexedEvent
+from ._book_publisher import BookPublisher
+from ._books import Level
 from ._config import ServerConfig
 from ._history import HistoryPublisher, as_transaction, wants_normalized
 from ._market import SIMULATED_TYPES, Market
@@ -133,6 +114,8 @@ class DXLinkServer:
             :meth:`answer_with_bytes` has turned away so far.
         history: how it publishes history (``history.empty_snapshot_symbols`` is a set a test
             may change while serving).
+        books: its order books, which serve order events and the DOM service (switches:
+            ``books.max_snapshot_orders``, ``books.transaction_per_message``).
     """
 
     def __init__(self, config: ServerConfig, market: Market) -> None:
@@ -158,6 +141,7 @@ class DXLinkServer:
         self.rejected_upgrades = 0
         self._nursery: trio.Nursery | None = None
         self.history = HistoryPublisher(config, market)
+        self.books = BookPublisher(config, market, self._route, lambda: self.live)
 
     def __repr__(self) -> str:
         return f"<DXLinkServer {self.url or '(not listening)'} connections={len(self.live)}>"
@@ -217,6 +201,7 @@ class DXLinkServer:
         for event in batch:
             self.market.update(event)
         self._route(batch)
+        self.books.record(batch)
 
     def publish_transaction(self, *events: IndexedEvent, per_message: int = 1) -> None:
         """Publish time-series events as one transaction: every event but the last flagged
@@ -234,6 +219,21 @@ class DXLinkServer:
             self.market.update(event)
         for start in range(0, len(batch), per_message):
             self._route(batch[start : start + per_message])
+        self.books.record(batch)
+
+    def publish_book(
+        self,
+        symbol: str,
+        source: str,
+        *,
+        bids: Sequence[Level] = (),
+        asks: Sequence[Level] = (),
+        per_message: int | None = None,
+    ) -> None:
+        """Make the book of (``symbol``, ``source``) exactly ``bids`` and ``asks`` ((price,
+        size) pairs) and send it as a snapshot (``per_message`` events a frame) to its order
+        subscribers and DOM channels. ``ValueError`` for a crossed book or a bad level."""
+        self.books.publish_book(symbol, source, bids, asks, per_message=per_message)
 
     def _route(self, events: Sequence[Event]) -> None:
         if not events:
@@ -534,6 +534,7 @@ class DXLinkServer:
                 }
             )
             self._route([self.market.step(kind, symbol) for kind, symbol in keys])
+            self.books.simulate()
 
 
 async def serve_dxlink(

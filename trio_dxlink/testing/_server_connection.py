@@ -21,7 +21,8 @@ from trio.testing import MemoryReceiveStream, MemorySendStream
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketServer
 
 from .._messages import Message
-from ..events import Event, TimeSeriesEvent, event_class
+from ..events import Event, IndexedEvent, TimeSeriesEvent, event_class
+from ._books import ORDER_TYPES
 from ._history import SNAPSHOT_LIMIT_CODE, SnapshotSlots, snapshot_limit_message
 from ._server_core import (
     AuthRequested,
@@ -33,6 +34,7 @@ from ._server_core import (
     ServerProtocol,
     SubscriptionChanged,
 )
+from ._server_events import DomSetupReceived
 
 if TYPE_CHECKING:
     from .._messages import Setup
@@ -336,6 +338,8 @@ class ServerConnection:
             self._check_token(event.token)
         elif isinstance(event, SubscriptionChanged):
             self._welcome(self.channels[event.channel], event.added)
+        elif isinstance(event, DomSetupReceived):
+            self._server.books.send_dom(self, self.protocol.dom_channels[event.channel])
 
     def _check_token(self, token: str) -> None:
         server = self._server
@@ -351,9 +355,11 @@ class ServerConnection:
     def _welcome(self, channel: ServerChannel, added: list[Any]) -> None:
         """What new subscribers get at once: current values of lasting types, then the history
         snapshots of time-series subscriptions with ``fromTime`` (each refused with an ERROR,
-        and unsubscribed, when the cap on snapshots in flight is reached)."""
+        and unsubscribed, when the cap on snapshots in flight is reached), and the book of an
+        order subscription naming a source."""
         server = self._server
         current: list[Event] = []
+        books: list[IndexedEvent] = []
         snapshots: list[tuple[tuple[Any, ...], list[list[TimeSeriesEvent]]]] = []
         for entry in added:
             cls = _known_class(entry.type)
@@ -368,11 +374,14 @@ class ServerConnection:
                     continue
                 pieces = server.history.snapshot(cls, entry.symbol, entry.from_time)
                 snapshots.append((key, pieces))
+            elif entry.type in ORDER_TYPES and entry.source:
+                books += server.books.snapshot(ORDER_TYPES[entry.type], entry.symbol, entry.source)
             elif entry.type in _LASTING_TYPES:
                 event = server._current(entry.type, entry.symbol)
                 if event is not None:
                     current.append(event)
         self.protocol.send_events(channel, current)
+        self.protocol.send_events(channel, books)
         for key, pieces in snapshots:
             for piece in pieces:
                 self.protocol.send_events(channel, piece)

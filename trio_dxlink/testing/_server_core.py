@@ -21,6 +21,8 @@ The conversation (protocol reference §2-§4):
   echoes the parameters plus ``"subFormat": "LIST"``; FEED_SETUP is answered by FEED_CONFIG;
   FEED_SUBSCRIPTION changes the channel's subscriptions and is reported as
   :class:`SubscriptionChanged` (the driver sends what a new subscriber gets);
+* DOM channels (``_dom_service.py``): DOM_SETUP is answered by DOM_CONFIG and reported as
+  :class:`DomSetupReceived`; books go out with :meth:`~ServerProtocol.send_dom_snapshot`;
 * market events go out with :meth:`~ServerProtocol.send_events`, in the channel's data format,
   the COMPACT layout announced by FEED_CONFIG first when the client needs it;
 * KEEPALIVE when nothing was sent for half the client's keepalive timeout; ERROR TIMEOUT and a
@@ -36,9 +38,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
-import attrs
 import orjson
 
 from .._exceptions import RemoteProtocolError
@@ -49,6 +50,7 @@ from .._messages import (
     ChannelClosed,
     ChannelOpened,
     ChannelRequest,
+    DomSetup,
     Error,
     FeedConfig,
     FeedData,
@@ -57,7 +59,6 @@ from .._messages import (
     Keepalive,
     Message,
     Setup,
-    SubscriptionEntry,
     encode,
     from_wire,
     parse_json,
@@ -73,7 +74,9 @@ from .._protocol import (
 from .._util import describe
 from ..events import Event
 from ._config import DATA_FORMATS, ServerConfig
+from ._dom_service import DomServerChannel, Level, apply_setup, open_dom_channel, snapshot_message
 from ._encoding import chunks, compact_values, full_object
+from ._server_channel import ServerChannel
 from ._server_events import (
     AuthRequested,
     ChannelCancelled,
@@ -81,6 +84,7 @@ from ._server_events import (
     ClientErrorReceived,
     ClientTimedOut,
     Close,
+    DomSetupReceived,
     FeedSetupReceived,
     HandlingFailed,
     MessageReceived,
@@ -110,11 +114,6 @@ __all__ = [
 
 log = logging.getLogger("trio_dxlink.testing")
 
-_DEFAULT_AGGREGATION_PERIOD = 0.1
-
-SubscriptionKey: TypeAlias = tuple[str, str, "str | None"]
-"""A subscription's identity: (type, symbol, source)."""
-
 
 def _json_double(value: float) -> float | str:
     """A number as DXLink writes a JSONDouble: non-finite values as strings (§1)."""
@@ -125,48 +124,6 @@ def _json_double(value: float) -> float | str:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
-
-
-@attrs.define
-class ServerChannel:
-    """The server's view of one open FEED channel of a connection.
-
-    Attributes:
-        id: the channel number.
-        service: the requested service (always ``"FEED"`` here).
-        parameters: the CHANNEL_REQUEST parameters, as sent.
-        subscriptions: current subscriptions keyed by (type, symbol, source).
-        event_fields: the field lists FEED_SETUP asked for, per event type (merged).
-        data_format: ``"FULL"`` or ``"COMPACT"``.
-        aggregation_period: the period FEED_CONFIG reported (echoed, not applied).
-    """
-
-    id: int
-    service: str
-    parameters: dict[str, Any]
-    subscriptions: dict[SubscriptionKey, SubscriptionEntry] = attrs.field(factory=dict)
-    event_fields: dict[str, list[str]] = attrs.field(factory=dict)
-    data_format: str = "FULL"
-    aggregation_period: float = _DEFAULT_AGGREGATION_PERIOD
-    announced: dict[str, tuple[str, ...]] = attrs.field(factory=dict, repr=False)
-    """The layout last announced in a FEED_CONFIG, per event type."""
-
-    def layout(self, cls: type[Event]) -> tuple[str, ...]:
-        """The fields sent for ``cls``: the requested list, else every field the type has."""
-        requested = self.event_fields.get(cls.EVENT_TYPE)
-        if requested:
-            return tuple(requested)
-        return ("eventType", *cls.wire_fields())
-
-    def wants(self, event: Event) -> bool:
-        """Whether a subscription on this channel covers ``event``."""
-        subs = self.subscriptions
-        kind = event.EVENT_TYPE
-        symbol = event.event_symbol
-        source: str | None = getattr(event, "source", None)
-        if (kind, symbol, source) in subs or (kind, "*", source) in subs:
-            return True
-        return source is not None and ((kind, symbol, None) in subs or (kind, "*", None) in subs)
 
 
 # --- the machine --------------------------------------------------------------------------------
@@ -189,6 +146,7 @@ class ServerProtocol:
         authorized: whether AUTH_STATE AUTHORIZED was sent (and not revoked by a rejected
             token); it stays set while an authorized connection closes.
         channels: the open FEED channels by id.
+        dom_channels: the open DOM channels by id.
     """
 
     def __init__(self, config: ServerConfig, now: float = 0.0, *, label: str = "connection"):
@@ -198,6 +156,7 @@ class ServerProtocol:
         self.setup: Setup | None = None
         self.authorized = False
         self.channels: dict[int, ServerChannel] = {}
+        self.dom_channels: dict[int, DomServerChannel] = {}
         self._outbox: list[Outgoing] = []
         self._timers = KeepaliveTimers()
         self._timers.start(now)
@@ -299,9 +258,17 @@ class ServerProtocol:
                 data += [name, values]
             self._send(FeedData(channel.id, data))
 
+    def send_dom_snapshot(
+        self, channel: DomServerChannel, time: int, bids: Sequence[Level], asks: Sequence[Level]
+    ) -> None:
+        """Queue a book on a DOM channel (levels best first, cut to the channel's depth)."""
+        if channel.set_up:
+            self._send(snapshot_message(channel, time, bids, asks))
+
     def close_channel(self, channel: int) -> None:
         """Close a channel from the server's side with an unprompted CHANNEL_CLOSED."""
         self.channels.pop(channel, None)
+        self.dom_channels.pop(channel, None)
         self._send(ChannelClosed(channel))
 
     def send_error(self, channel: int, code: str, message: str) -> None:
@@ -478,8 +445,15 @@ class ServerProtocol:
             return self._refuse(number, "channel 0 cannot be requested")
         if self.state is not ConnectionState.AUTHORIZED:
             return self._refuse(number, "the connection is not authorized", "UNAUTHORIZED")
-        if number in self.channels:
+        if number in self.channels or number in self.dom_channels:
             return self._refuse(number, f"channel {number} is already open")
+        if message.service == "DOM":
+            dom = open_dom_channel(number, message.parameters)
+            if isinstance(dom, str):
+                return self._refuse(number, dom)
+            self.dom_channels[number] = dom
+            self._send(ChannelOpened(number, "DOM", dict(message.parameters)))
+            return [ChannelRequested(number)]
         if message.service != "FEED":
             return self._refuse(number, f"unsupported service {describe(message.service)}")
         data_format = self.config.data_format_override or "FULL"
@@ -493,8 +467,19 @@ class ServerProtocol:
     def _on_channel_cancel(self, message: ChannelCancel) -> list[ServerEvent]:
         # Lenient: cancelling a channel that is already closed just confirms it.
         self.channels.pop(message.channel, None)
+        self.dom_channels.pop(message.channel, None)
         self._send(ChannelClosed(message.channel))
         return [ChannelCancelled(message.channel)]
+
+    def _on_dom_setup(self, message: DomSetup) -> list[ServerEvent]:
+        channel = self.dom_channels.get(message.channel)
+        if channel is None:
+            return self._refuse(message.channel, f"channel {message.channel} is not a DOM channel")
+        reply = apply_setup(channel, message)
+        if isinstance(reply, str):
+            return self._refuse(channel.id, reply)
+        self._send(reply)
+        return [DomSetupReceived(channel.id)]
 
     def _on_feed_setup(self, message: FeedSetup) -> list[ServerEvent]:
         channel = self.channels.get(message.channel)
@@ -582,4 +567,5 @@ _HANDLERS: dict[type[Any], Callable[[ServerProtocol, Any], list[ServerEvent]]] =
     ChannelCancel: ServerProtocol._on_channel_cancel,
     FeedSetup: ServerProtocol._on_feed_setup,
     FeedSubscription: ServerProtocol._on_feed_subscription,
+    DomSetup: ServerProtocol._on_dom_setup,
 }

@@ -16,6 +16,7 @@ __all__ = [
     "ClientErrorReceived",
     "ClientTimedOut",
     "Close",
+    "DomSetupReceived",
     "FeedSetupReceived",
     "HandlingFailed",
     "MessageReceived",
@@ -75,6 +76,13 @@ class FeedSetupReceived:
 
 
 @attrs.frozen
+class DomSetupReceived:
+    """DOM_SETUP configured a DOM channel (DOM_CONFIG is queued): its books may now go out."""
+
+    channel: int
+
+
+@attrs.frozen
 class SubscriptionChanged:
     """FEED_SUBSCRIPTION changed a channel's subscriptions (in the order reset, remove, add)."""
 
@@ -120,5 +128,6 @@ class HandlingFailed:
 
 ServerEvent: TypeAlias = (
     "MessageReceived | AuthRequested | ChannelRequested | ChannelCancelled | FeedSetupReceived"
-    " | SubscriptionChanged | ClientErrorReceived | Refused | ClientTimedOut | HandlingFailed"
+    " | DomSetupReceived | SubscriptionChanged | ClientErrorReceived | Refused | ClientTimedOut"
+    " | HandlingFailed"
 )
