@@ -17,6 +17,8 @@ Quick start::
 import warnings
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ._assembly import SnapshotStatus
+from ._book import BookStatistics, BookView, OrderBook, PriceLevel
 from ._client import (
     NO_RECONNECT,
     DXLinkFeed,
@@ -49,6 +51,7 @@ from ._exceptions import (
     SubscriptionError,
     SymbolError,
 )
+from ._order_book import LiveOrderBook, OrderBookStatistics
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
 from .events import (
@@ -119,6 +122,8 @@ __all__ = [
     "NO_RECONNECT",
     "AnalyticOrder",
     "AuthenticationError",
+    "BookStatistics",
+    "BookView",
     "Candle",
     "CandleAlignment",
     "CandlePeriod",
@@ -143,12 +148,16 @@ __all__ = [
     "Greeks",
     "IndexedEvent",
     "KeepaliveTimeoutError",
+    "LiveOrderBook",
     "LocalProtocolError",
     "MalformedDataError",
     "MessageTooBigError",
     "OptionSale",
     "Order",
+    "OrderBook",
+    "OrderBookStatistics",
     "Overflow",
+    "PriceLevel",
     "Profile",
     "ProtocolError",
     "Quote",
@@ -157,6 +166,7 @@ __all__ = [
     "Series",
     "ServerError",
     "SlowConsumerError",
+    "SnapshotStatus",
     "SpreadOrder",
     "Subscription",
     "SubscriptionClosedError",
