@@ -328,8 +328,12 @@ def book_states(draw: st.DrawFn) -> State:
     state: State = {}
     for index, side, offset, size in draw(
         st.lists(
-            st.tuples(st.integers(0, 12), st.sampled_from("bs"), st.integers(1, 4),
-                      st.sampled_from([1.0, 2.0, 0.5])),  # fmt: skip
+            st.tuples(
+                st.integers(0, 12),
+                st.sampled_from("bs"),
+                st.integers(1, 4),
+                st.sampled_from([1.0, 2.0, 0.5]),
+            ),  # fmt: skip
             max_size=10,
         )
     ):
