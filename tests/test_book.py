@@ -5,6 +5,7 @@ is a state the source actually had, and the book equals one rebuilt from scratch
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -241,7 +242,9 @@ def test_a_lost_connection_keeps_the_orders_until_the_new_snapshot_rebuilds_the_
     assert b.gaps == 1
     b.feed([order(4, "s", 11.5, source="GLBX", flags=BEGIN | END)])
     rebuilt = b.view()
-    assert rebuilt.rebuilt and rebuilt.rebuilds == 1 and rebuilt.complete
+    assert rebuilt.rebuilt
+    assert rebuilt.rebuilds == 1
+    assert rebuilt.complete
     assert levels(rebuilt) == ([(10.25, 1, 1)], [(11.5, 1, 1)])
     assert b.view() is rebuilt  # built once per version
     b.feed([order(5, "b", 10.0)])
@@ -333,7 +336,7 @@ def book_states(draw: st.DrawFn) -> State:
                 st.sampled_from("bs"),
                 st.integers(1, 4),
                 st.sampled_from([1.0, 2.0, 0.5]),
-            ),  # fmt: skip
+            ),
             max_size=10,
         )
     ):
@@ -352,7 +355,7 @@ def source_streams(draw: st.DrawFn, source: str) -> tuple[list[State], list[Orde
         return order(index, side, price, size, flags=flags, source=source)
 
     events = _snapshot_of(states[0], event, source)
-    for before, after in zip(states, states[1:], strict=False):
+    for before, after in itertools.pairwise(states):
         if draw(st.booleans()) and draw(st.booleans()):
             events += _snapshot_of(after, event, source)
             continue
