@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._arguments import datetime_of
 from ._assembly import SnapshotStatus, Update
+from ._book import BookStatistics, BookView, OrderBook, PriceLevel
 from ._client import (
     NO_RECONNECT,
     DXLinkFeed,
@@ -55,6 +56,7 @@ from ._exceptions import (
     SymbolError,
 )
 from ._history import History, TimeSeries
+from ._order_book import LiveOrderBook, OrderBookStatistics
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
 from .events import (
@@ -125,6 +127,8 @@ __all__ = [
     "NO_RECONNECT",
     "AnalyticOrder",
     "AuthenticationError",
+    "BookStatistics",
+    "BookView",
     "Candle",
     "CandleAlignment",
     "CandlePeriod",
@@ -154,12 +158,16 @@ __all__ = [
     "Greeks",
     "IndexedEvent",
     "KeepaliveTimeoutError",
+    "LiveOrderBook",
     "LocalProtocolError",
     "MalformedDataError",
     "MessageTooBigError",
     "OptionSale",
     "Order",
+    "OrderBook",
+    "OrderBookStatistics",
     "Overflow",
+    "PriceLevel",
     "Profile",
     "ProtocolError",
     "Quote",
@@ -168,9 +176,9 @@ __all__ = [
     "Series",
     "ServerError",
     "SlowConsumerError",
+    "SnapshotStatus",
     "SpreadOrder",
     "History",
-    "SnapshotStatus",
     "Subscription",
     "SubscriptionRefusedError",
     "TimeSeries",

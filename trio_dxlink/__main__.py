@@ -7,6 +7,9 @@ starts the embedded local DXLink server in-process, with a simulated market, and
 ``stream --tastytrade`` signs in to tastytrade (``TT_SECRET`` / ``TT_REFRESH``; ``--sandbox``,
 ``--api-url``) and streams from the DXLink server its quote token is for.
 
+``book SYMBOL --source NTV`` shows a live order book (``_cli_book.py``): a ladder drawn in place,
+or one JSON object per view with ``--json``.
+
 ``serve`` runs the local DXLink server until interrupted and prints ``listening on ws://HOST:PORT``
 as its first line. ``serve --tastytrade`` runs the tastytrade fake beside it and prints its API
 addresses and (made-up) credentials next.
@@ -27,6 +30,7 @@ import attrs
 import orjson
 import trio
 
+from ._cli_book import BookUsageError, add_book_parser, run_book
 from ._cli_tastytrade import (
     add_serve_options,
     add_stream_options,
@@ -73,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--seed", type=int, default=0, help="embedded server's market seed")
     stream.add_argument("--no-reconnect", action="store_true", help="fail instead of reconnecting")
     add_stream_options(stream)
+
+    add_book_parser(sub)
 
     serve = sub.add_parser("serve", help="run the local DXLink server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -341,11 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    run = _stream if args.command == "stream" else _serve
+    run = {"stream": _stream, "book": run_book, "serve": _serve}[args.command]
     try:
         with unwrap_group():
             return trio.run(run, args)
-    except UsageError as exc:
+    except (UsageError, BookUsageError) as exc:
         print(f"trio-dxlink: error: {exc}", file=sys.stderr)
         return 2
     except DXLinkError as exc:

@@ -33,6 +33,7 @@ import trio
 
 from . import _connection as c
 from ._arguments import require_positive, token_source_for
+from ._book import O
 from ._desired import DesiredState
 from ._dom import DepthOfMarket, DomHandles
 from ._dom_channel import DEFAULT_DEPTH
@@ -41,6 +42,7 @@ from ._feed_state import FeedState, FeedStatistics, check_event_type
 from ._history import HandleLane, History, TimeSeries, fetch_history, history_start
 from ._lanes import HistoryLanes, LaneRequest
 from ._messages import SubscriptionEntry
+from ._order_book import LiveOrderBook
 from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
 from ._router import Router
 from ._runner import ConnectionSettings, Live, run_connection
@@ -48,7 +50,7 @@ from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
 from ._tokens import FixedToken, LegacyTokenSource, Token, TokenSource
 from ._transport import Connector, websocket_connector
 from ._util import raise_single
-from .events import Event, IndexedEvent, TimeSeriesEvent
+from .events import Event, IndexedEvent, Order, TimeSeriesEvent
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -188,6 +190,39 @@ class DXLinkFeed:
             overflow=overflow,
             max_buffer=max_buffer,
             notify_gaps=notify_gaps,
+        )
+
+    def order_book(
+        self,
+        symbol: str,
+        *,
+        sources: Iterable[str],
+        depth: int | None = 10,
+        event_type: type[O] = Order,  # type: ignore[assignment]
+        notify_gaps: bool = False,
+    ) -> LiveOrderBook[O]:
+        """A consistent order book of ``symbol`` from ``sources``; enter it to start.
+
+        ``async with feed.order_book("AAPL", sources=["NTV"]) as book:`` then ``async for view
+        in book`` (see :class:`~trio_dxlink.LiveOrderBook` and the order-books guide).
+
+        Args:
+            symbol: the symbol (not ``"*"``).
+            sources: order sources (§7 syntax: ``NTV``, ``ntv``, ``GLBX``, ``AGGREGATE_BID``...).
+            depth: price levels per side in each view (``None``: all).
+            event_type: :class:`~trio_dxlink.Order` (default), :class:`~trio_dxlink.SpreadOrder`
+                or :class:`~trio_dxlink.AnalyticOrder`.
+            notify_gaps: raise :class:`~trio_dxlink.DataGapError` from the book, once per lost
+                connection, before the views after it.
+
+        Raises:
+            TypeError / ValueError / SymbolError: a bad event type, symbol, source or depth.
+            ConnectionClosedError: the feed is closed.
+        """
+        if self._closed:
+            raise ConnectionClosedError("the feed is closed")
+        return LiveOrderBook(
+            self, event_type, symbol, sources=sources, depth=depth, notify_gaps=notify_gaps
         )
 
     async def history(

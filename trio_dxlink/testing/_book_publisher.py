@@ -11,7 +11,8 @@ anyone asked for, and serves three things from the same books:
 * with ``ServerConfig(simulate=True)``, a new book starts with about :attr:`BookPublisher.levels`
   levels a side around the market's quote, and every ``update_interval`` each book someone
   follows changes a little, as one transaction (:meth:`BookPublisher.simulate`). Without
-  simulation a book holds only what a test published, and starts empty.
+  simulation a book holds only what a test published, and a subscription to a book nobody has
+  published to gets no snapshot.
 
 Switches for tests (attributes, changeable while serving):
 
@@ -99,7 +100,11 @@ class BookPublisher:
     # --- what subscribers get ---
 
     def snapshot(self, cls: type[IndexedEvent], symbol: str, source: str) -> list[IndexedEvent]:
-        """The snapshot a new ``cls`` subscription to (symbol, source) gets."""
+        """The snapshot a new ``cls`` subscription to (symbol, source) gets: none for a book
+        nobody has published to when the server does not simulate (a scripted test publishes
+        its own snapshots, and an unasked-for empty one would race with them)."""
+        if not self.config.simulate and (symbol, source) not in self.books:
+            return []
         return render(cls, self.book(symbol, source).snapshot(self.max_snapshot_orders))
 
     def send_dom(self, conn: ServerConnection, channel: DomServerChannel) -> None:
