@@ -28,7 +28,6 @@ from ._client import (
     ReconnectPolicy,
     Token,
     TokenSource,
-    open_dxlink,
 )
 from ._dom import DepthOfMarket, DomStatistics
 from ._dom_channel import DomConfig, DomLevel, DomSnapshot
@@ -56,6 +55,7 @@ from ._exceptions import (
     SymbolError,
 )
 from ._history import History, TimeSeries
+from ._open import open_dxlink
 from ._order_book import LiveOrderBook, OrderBookStatistics
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector

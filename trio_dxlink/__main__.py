@@ -39,9 +39,10 @@ from ._cli_tastytrade import (
     session_from_args,
     stream_usage_problem,
 )
-from ._client import NO_RECONNECT, ReconnectPolicy, open_dxlink
+from ._client import NO_RECONNECT, ReconnectPolicy
 from ._codec import encode_full
 from ._exceptions import DXLinkError
+from ._open import open_dxlink
 from ._tokens import TokenSource
 from ._util import unwrap_group
 from .events import EVENT_TYPES, Event, event_class

@@ -20,8 +20,9 @@ import orjson
 import trio
 
 from ._book import BookView, PriceLevel, check_book_args
-from ._client import NO_RECONNECT, ReconnectPolicy, open_dxlink
+from ._client import NO_RECONNECT, ReconnectPolicy
 from ._exceptions import SymbolError
+from ._open import open_dxlink
 from .events import AnalyticOrder, Order, SpreadOrder
 
 __all__ = ["BookUsageError", "Ladder", "add_book_parser", "run_book", "view_json"]

@@ -1,8 +1,8 @@
-"""``open_dxlink`` and :class:`DXLinkFeed`: the feed a user holds, a thin trio driver.
+""":class:`DXLinkFeed`: the feed a user holds, a thin trio driver.
 
-One :class:`DXLinkFeed` lives inside one ``async with open_dxlink(...)`` block, and so does
-every task it runs, in a nursery of its own. The feed's decisions live in pure modules; this
-one wires them to trio:
+One :class:`DXLinkFeed` lives inside one ``async with open_dxlink(...)`` block (``_open.py``),
+and so does every task it runs, in a nursery of its own. The feed's decisions live in pure
+modules; this one wires them to trio:
 
 * :class:`~trio_dxlink._desired.DesiredState` — which wire subscriptions exist, who holds them;
 * :class:`~trio_dxlink._router.Router` — which handle gets which event; the latest values;
@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
-import ssl
 import sys
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
 from . import _connection as c
-from ._arguments import require_positive, token_source_for
 from ._book import O
 from ._desired import DesiredState
 from ._dom import DepthOfMarket, DomHandles
@@ -47,16 +43,14 @@ from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
 from ._router import Router
 from ._runner import ConnectionSettings, Live, run_connection
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
-from ._tokens import FixedToken, LegacyTokenSource, Token, TokenSource
-from ._transport import Connector, websocket_connector
-from ._util import raise_single
+from ._tokens import FixedToken, Token, TokenSource
 from .events import Event, IndexedEvent, Order, TimeSeriesEvent
 
 if TYPE_CHECKING:
     import datetime as dt
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 __all__ = [
     "NO_RECONNECT",
@@ -66,7 +60,6 @@ __all__ = [
     "ReconnectPolicy",
     "Token",
     "TokenSource",
-    "open_dxlink",
 ]
 
 log = logging.getLogger("trio_dxlink")
@@ -76,9 +69,6 @@ TS = TypeVar("TS", bound=TimeSeriesEvent)
 
 DEFAULT_MAX_HISTORY_REQUESTS = 20
 """Requests that need a snapshot allowed in flight at once (tastytrade refuses about 20+)."""
-
-_CLOSE_GRACE = 2.0
-"""Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
 
 
 _SymbolCollection = list[str] | tuple[str, ...] | set[str] | frozenset[str]
@@ -592,97 +582,3 @@ class DXLinkFeed:
             self._lanes.remove(request)
             request.owner.lane_failed(request, error)
         self._doms.fail_all(error)
-
-
-@asynccontextmanager
-async def open_dxlink(
-    target: str | TokenSource | LegacyTokenSource,
-    token: str | None = None,
-    *,
-    reconnect: ReconnectPolicy | None = None,
-    keepalive_timeout: float = 60.0,
-    keepalive_interval: float = 30.0,
-    handshake_timeout: float = 30.0,
-    aggregation_period: float | None = None,
-    subscription_budget: int = c.DEFAULT_SUBSCRIPTION_BUDGET,
-    token_refresh_margin: float = 300.0,
-    connector: Connector | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    rng: random.Random | None = None,
-    max_history_requests: int = DEFAULT_MAX_HISTORY_REQUESTS,
-) -> AsyncIterator[DXLinkFeed]:
-    """Connect to a DXLink server and keep the connection up for the duration of the block.
-
-    ``target`` is either a ``ws://`` / ``wss://`` URL (with ``token``, if the server needs one)
-    or a :class:`TokenSource` such as a tastytrade session, asked for a fresh token and URL
-    before every connection. (An object with only the deprecated ``get_quote_token`` method is
-    accepted too, with a :class:`DeprecationWarning`.)
-
-    The block is entered once the server has authorized the connection. A rejected token raises
-    :class:`AuthenticationError`; an unreachable server :class:`ConnectError`. A connection lost
-    later is re-established according to ``reconnect`` (default: forever, with backoff), every
-    subscription replayed; when the policy gives up, :class:`GaveUpError` (its ``__cause__`` the
-    last failure) is raised from the block. Leaving the block closes everything.
-
-    Args:
-        keepalive_timeout: seconds of server silence after which the link counts as dead
-            (advertised to the server in SETUP).
-        keepalive_interval: the longest the client stays silent (at most half the server's
-            keepalive timeout).
-        handshake_timeout: how long the SETUP/AUTH exchange may take.
-        aggregation_period: ``acceptAggregationPeriod`` for FEED_SETUP (``None``: server default).
-        subscription_budget: the byte budget of each FEED_SUBSCRIPTION frame.
-        token_refresh_margin: renew a token this many seconds before its ``expires_at``.
-        connector: how to open the WebSocket (default: trio-websocket, 64 MiB messages).
-        ssl_context: the TLS settings for ``wss://`` URLs (default: trust the system's CAs),
-            e.g. to trust a private CA. Give it to the connector instead when passing
-            ``connector=``: both together are a ``TypeError``.
-        max_history_requests: how many requests that need a snapshot (:meth:`~DXLinkFeed.
-            history`, :meth:`~DXLinkFeed.time_series`, ``subscribe(from_time=...)``) may wait
-            for it at once; the rest queue (tastytrade refuses more than about 20).
-    """
-    if connector is not None and ssl_context is not None:
-        raise TypeError("pass ssl_context= to the connector, not to open_dxlink, with connector=")
-    source = token_source_for(target, token)
-    require_positive(
-        keepalive_timeout=keepalive_timeout,
-        keepalive_interval=keepalive_interval,
-        handshake_timeout=handshake_timeout,
-    )
-    settings = ConnectionSettings(
-        connector=connector or websocket_connector(ssl_context=ssl_context),
-        keepalive_timeout=keepalive_timeout,
-        keepalive_interval=keepalive_interval,
-        handshake_timeout=handshake_timeout,
-        aggregation_period=aggregation_period,
-        subscription_budget=subscription_budget,
-        token_refresh_margin=token_refresh_margin,
-    )
-    feed = DXLinkFeed(
-        source,
-        settings,
-        reconnect or ReconnectPolicy(),
-        rng=rng,
-        max_history_requests=max_history_requests,
-    )
-    raised: list[BaseException] = []  # what the block itself raised, if anything
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(feed._run)
-            try:
-                yield feed
-            except BaseException as exc:
-                if not isinstance(exc, trio.Cancelled):
-                    raised.append(exc)
-                raise
-            finally:
-                if trio.current_effective_deadline() != -math.inf:
-                    # Not cancelled from outside: close the WebSocket politely, briefly.
-                    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
-                        await feed._shutdown()
-                feed._close()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise_single(group, raised[0] if raised else None)
-    finally:
-        feed._close()
