@@ -1,8 +1,10 @@
 """Loads the optional C speedups, ``trio_dxlink._speedups``.
 
 The extension is built when trio_dxlink is installed from source with a C compiler at hand. It
-speeds up the two per-event hot spots (COMPACT rows into events, and ``async for`` over a
-subscription) and changes nothing else: every result, error and counter is the same without it.
+speeds up the per-event steps (COMPACT rows into events, ``async for`` over a subscription, and
+routing a decoded batch to one handle or splitting it among several) and changes nothing else:
+every result, error and counter is the same without it. Each part stays only while the
+end-to-end benchmark shows its gain (``benchmarks/README.md``).
 Set ``TRIO_DXLINK_NO_SPEEDUPS=1`` in the environment to use the pure-Python code even when the
 extension is there (the test suite runs both ways).
 """

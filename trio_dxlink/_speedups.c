@@ -1,5 +1,6 @@
 /*
- * trio_dxlink._speedups: the two per-event hot spots, in C.
+ * trio_dxlink._speedups: the per-event steps, in C. Each part stays only while the end-to-end
+ * benchmark shows its gain (benchmarks/README.md records the figures).
  *
  * Optional. trio_dxlink works the same without it (pure Python, a few times slower per event);
  * see trio_dxlink/_accel.py, which picks the implementation, and tests/test_speedups.py, which
@@ -15,6 +16,12 @@
  *              has events it hands them out without creating a coroutine per event; every 64th
  *              event, and whenever the batch is used up, it calls back into Python (which checks
  *              for cancellation, or waits for the next batch).
+ *
+ * route        the dispatch step for one handle of an event type: records the latest event per
+ *              routed symbol and keeps the routed events (see _router.py's _py_route).
+ *
+ * fan_out      the dispatch step for several handles of one event type: splits a decoded batch
+ *              into each handle's share, in order, and records the latest event per symbol.
  *
  * Memory safety: a RowDecoder never takes a raw offset from Python. It is given slot
  * descriptors, checks that each is an object slot of a base of the class it instantiates, and
@@ -886,7 +893,7 @@ static PyMethodDef speedups_methods[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "trio_dxlink._speedups",
-    .m_doc = "C implementations of trio_dxlink's per-event hot spots (optional).",
+    .m_doc = "C implementations of trio_dxlink's per-event steps (optional).",
     .m_size = -1,
     .m_methods = speedups_methods,
 };
