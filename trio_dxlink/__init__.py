@@ -45,6 +45,7 @@ from ._exceptions import (
     LocalProtocolError,
     MalformedDataError,
     MessageTooBigError,
+    PoolFullError,
     ProtocolError,
     RemoteProtocolError,
     ServerError,
@@ -57,6 +58,7 @@ from ._exceptions import (
 from ._history import History, TimeSeries
 from ._open import open_dxlink
 from ._order_book import LiveOrderBook, OrderBookStatistics
+from ._pool import DXLinkPool, PoolStatistics, open_dxlink_pool
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
 from .events import (
@@ -149,6 +151,7 @@ __all__ = [
     "DomStatistics",
     "DXLinkError",
     "DXLinkFeed",
+    "DXLinkPool",
     "Event",
     "EventDeclarationError",
     "EventFlag",
@@ -162,6 +165,8 @@ __all__ = [
     "LocalProtocolError",
     "MalformedDataError",
     "MessageTooBigError",
+    "PoolFullError",
+    "PoolStatistics",
     "OptionSale",
     "Order",
     "OrderBook",
@@ -203,6 +208,7 @@ __all__ = [
     "event_type",
     "normalize_candle_symbol",
     "open_dxlink",
+    "open_dxlink_pool",
     "sequence_from_index",
     "time_from_index",
     "websocket_connector",

@@ -24,7 +24,7 @@ import logging
 import random
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -34,17 +34,18 @@ from ._desired import DesiredState
 from ._dom import DepthOfMarket, DomHandles
 from ._dom_channel import DEFAULT_DEPTH
 from ._exceptions import ChannelError, ConnectionClosedError, DXLinkError, ServerError
-from ._feed_state import FeedState, FeedStatistics, check_event_type
-from ._history import HandleLane, History, TimeSeries, fetch_history, history_start
+from ._feed_state import FeedState, FeedStatistics, check_subscription
+from ._history import HandleLane, History, TimeSeries, fetch_history
 from ._lanes import HistoryLanes, LaneRequest
 from ._messages import SubscriptionEntry
 from ._order_book import LiveOrderBook
+from ._reads import LatestReads
 from ._reconnect import NO_RECONNECT, GiveUp, Reconnector, ReconnectPolicy
 from ._router import Router
 from ._runner import ConnectionSettings, Live, run_connection
 from ._subscription import DEFAULT_MAX_BUFFER, Overflow, Subscription
 from ._tokens import FixedToken, Token, TokenSource
-from .events import Event, IndexedEvent, Order, TimeSeriesEvent
+from .events import Event, Order, TimeSeriesEvent
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -71,10 +72,7 @@ DEFAULT_MAX_HISTORY_REQUESTS = 20
 """Requests that need a snapshot allowed in flight at once (tastytrade refuses about 20+)."""
 
 
-_SymbolCollection = list[str] | tuple[str, ...] | set[str] | frozenset[str]
-
-
-class DXLinkFeed:
+class DXLinkFeed(LatestReads):
     """A live DXLink market-data feed; create it with :func:`open_dxlink`.
 
     Subscribe with :meth:`subscribe`, read single values with :meth:`get_event`, watch the
@@ -89,6 +87,7 @@ class DXLinkFeed:
         *,
         rng: random.Random | None = None,
         max_history_requests: int = DEFAULT_MAX_HISTORY_REQUESTS,
+        router: Router | None = None,
     ) -> None:
         self._source = source
         self._settings = settings
@@ -101,7 +100,7 @@ class DXLinkFeed:
         self._closing = False
         self._handles: dict[Subscription[Any], None] = {}
         self._desired = DesiredState()
-        self._router = Router()
+        self._router = Router() if router is None else router  # a pool shares one
         self._lanes = HistoryLanes(max_history_requests)
         self._lane_requests: dict[Subscription[Any], dict[str, LaneRequest]] = {}
         self._doms = DomHandles()
@@ -154,21 +153,7 @@ class DXLinkFeed:
         Raises:
             SymbolError: a malformed candle symbol (the parser's message).
         """
-        check_event_type(event_type)
-        if from_time is not None and not issubclass(event_type, TimeSeriesEvent):
-            raise ValueError(
-                f"from_time is for time-series events (Candle, TimeAndSale, Greeks, ...),"
-                f" not {event_type.__name__}"
-            )
-        if source is not None and (
-            not issubclass(event_type, IndexedEvent) or issubclass(event_type, TimeSeriesEvent)
-        ):
-            raise ValueError(
-                f"source is for order-book events (Order, SpreadOrder, ...),"
-                f" not {event_type.__name__}"
-            )
-        if from_time is not None:
-            from_time = history_start(from_time, "from_time")
+        from_time = check_subscription(event_type, from_time, source)
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         return Subscription(
@@ -254,58 +239,6 @@ class DXLinkFeed:
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         return TimeSeries(self, event_type, symbols, start)
-
-    @overload
-    async def get_event(self, event_type: type[E], symbol: str) -> E: ...
-
-    @overload
-    async def get_event(self, event_type: type[E], symbol: _SymbolCollection) -> dict[str, E]: ...
-
-    async def get_event(
-        self, event_type: type[E], symbol: str | _SymbolCollection
-    ) -> E | dict[str, E]:
-        """The latest known ``event_type`` event for ``symbol``, or the next one to arrive.
-
-        Given several symbols (a list), it returns a dict from each symbol to its event, once
-        every one of them has one. Bound the wait with :func:`trio.move_on_after` /
-        :func:`trio.fail_after`. (:meth:`latest` answers without waiting.)
-        """
-        if not isinstance(symbol, str):
-            return await self._get_events(event_type, symbol)
-        last = self._router.latest(event_type.EVENT_TYPE, symbol)
-        if last is not None:
-            await trio.lowlevel.checkpoint()
-            return last  # type: ignore[return-value]
-        async with self.subscribe(event_type, [symbol], overflow=Overflow.LATEST) as rx:
-            return await rx.receive()
-
-    async def _get_events(self, event_type: type[E], symbols: Iterable[str]) -> dict[str, E]:
-        wanted = list(dict.fromkeys(symbols))
-        found: dict[str, E] = {}
-        for name in wanted:
-            last = self.latest(event_type, name)
-            if last is not None:
-                found[name] = last
-        missing = [name for name in wanted if name not in found]
-        if not missing:
-            await trio.lowlevel.checkpoint()
-        else:
-            async with self.subscribe(event_type, missing, overflow=Overflow.LATEST) as rx:
-                async for event in rx:
-                    if event.event_symbol in missing:
-                        found.setdefault(event.event_symbol, event)
-                    if len(found) == len(wanted):
-                        break
-        return {name: found[name] for name in wanted}
-
-    def latest(self, event_type: type[E], symbol: str) -> E | None:
-        """The latest ``event_type`` event received for ``symbol``, or ``None`` if there is none.
-
-        Never waits. Events are kept for symbols some handle is subscribed to (a symbol nobody
-        subscribes to any more is forgotten).
-        """
-        check_event_type(event_type)
-        return self._router.latest(event_type.EVENT_TYPE, symbol)  # type: ignore[return-value]
 
     def depth_of_market(
         self,
@@ -403,6 +336,10 @@ class DXLinkFeed:
                 self.lane_add(request)
             return
         self._router.add(handle, symbols)
+        self._want(handle, symbols)
+
+    def _want(self, handle: Subscription[Any], symbols: list[str]) -> None:
+        """Hold the wire subscriptions of ``handle``'s ``symbols``, sending the new ones."""
         name = handle.event_type.EVENT_TYPE
         added = self._desired.add(
             handle, name, symbols, from_time=handle.from_time, source=handle.source
@@ -420,11 +357,16 @@ class DXLinkFeed:
                     self.lane_remove(request)
             return
         self._router.remove(handle, symbols)
+        self._unwant(handle, symbols)
+
+    def _unwant(self, handle: Subscription[Any], symbols: list[str]) -> list[SubscriptionEntry]:
+        """Let go of ``handle``'s hold on ``symbols``; the removed wire subscriptions."""
         name = handle.event_type.EVENT_TYPE
         removed = self._desired.remove(handle, name, symbols, source=handle.source)
         live = self._live
         if removed and live is not None and live.usable():
             live.unsubscribe(name, removed)
+        return removed
 
     # --- history lanes (_history.LaneHost) ---
 
@@ -538,7 +480,7 @@ class DXLinkFeed:
                     # The caller has been told we are up; the connection is lost.
                     started = trio.TASK_STATUS_IGNORED
                     self._losses += 1
-                    for handle in self._handles:
+                    for handle in self._gap_handles():
                         handle._mark_gap()
                 decision = self._reconnector.failed(
                     exc,
@@ -555,6 +497,10 @@ class DXLinkFeed:
             if self._reconnector.connected_once:
                 self._set_state(FeedState.RECONNECTING)
             await trio.sleep(decision.delay)
+
+    def _gap_handles(self) -> Iterable[Subscription[Any]]:
+        """The handles a lost connection may leave a gap in."""
+        return self._handles
 
     def _set_state(self, state: FeedState) -> None:
         if state is not self._state:

@@ -79,6 +79,26 @@ class DesiredState:
                 removed.append(SubscriptionEntry(event_type, symbol, None, source))
         return removed
 
+    def holders(self) -> set[Hashable]:
+        """Every holder of some wire subscription."""
+        return {holder for holders in self._holders.values() for holder in holders}
+
+    def keys(self) -> list[WireKey]:
+        """Every wire subscription, oldest first."""
+        return list(self._holders)
+
+    def take(self, key: WireKey) -> dict[Hashable, int | None]:
+        """Forget ``key`` and return its holders (their ``from_time``), to :meth:`put` them on
+        another connection's state; the caller unsubscribes it."""
+        return self._holders.pop(key)
+
+    def put(self, key: WireKey, holders: dict[Hashable, int | None]) -> SubscriptionEntry:
+        """Hold ``key`` for ``holders`` (from :meth:`take`); the entry to subscribe."""
+        self._holders[key] = holders
+        entry = self.entry(key)
+        assert entry is not None
+        return entry
+
     def entry(self, key: WireKey) -> SubscriptionEntry | None:
         """What a fresh connection asks for ``key``: the earliest ``from_time`` held."""
         holders = self._holders.get(key)

@@ -23,6 +23,7 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   └── TastytradeRateLimitError  HTTP 429: too many requests; back off and try later
     ├── SubscriptionError             a subscription handle cannot go on
     │   ├── SlowConsumerError         a lossless handle's bounded buffer filled up
+    │   ├── PoolFullError             a pool's connections are all full (nothing was subscribed)
     │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
     │   │   └── MalformedDataError        (opt-in) the server sent undecodable data; it was skipped
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
@@ -50,6 +51,7 @@ __all__ = [
     "LocalProtocolError",
     "MalformedDataError",
     "MessageTooBigError",
+    "PoolFullError",
     "ProtocolError",
     "RemoteProtocolError",
     "ServerError",
@@ -156,6 +158,11 @@ class SlowConsumerError(SubscriptionError):
 
     Only the slow handle fails; the connection and every other handle keep going.
     """
+
+
+class PoolFullError(SubscriptionError):
+    """A pool's connections are all full and ``max_connections`` are open: the new
+    subscriptions did not fit, and none of them was made."""
 
 
 class DataGapError(SubscriptionError):

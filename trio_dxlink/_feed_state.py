@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 import attrs
 
-from .events import Event, event_class
+from ._history import history_start
+from .events import Event, IndexedEvent, TimeSeriesEvent, event_class
 
-__all__ = ["FeedState", "FeedStatistics", "check_event_type"]
+if TYPE_CHECKING:
+    import datetime as dt
+
+__all__ = ["FeedState", "FeedStatistics", "check_event_type", "check_subscription"]
 
 
 class FeedState(enum.Enum):
@@ -71,3 +76,22 @@ def check_event_type(event_type: object) -> None:
             f"{event_type.__name__} is not a registered event type (a subclass of an event"
             " class is not one by itself; declare it with trio_dxlink.events.event_type)"
         )
+
+
+def check_subscription(
+    event_type: type[Event], from_time: dt.datetime | int | None, source: str | None
+) -> int | None:
+    """``subscribe``'s argument rules (before any state changes); ``from_time`` in epoch ms."""
+    check_event_type(event_type)
+    if from_time is not None and not issubclass(event_type, TimeSeriesEvent):
+        raise ValueError(
+            f"from_time is for time-series events (Candle, TimeAndSale, Greeks, ...),"
+            f" not {event_type.__name__}"
+        )
+    if source is not None and (
+        not issubclass(event_type, IndexedEvent) or issubclass(event_type, TimeSeriesEvent)
+    ):
+        raise ValueError(
+            f"source is for order-book events (Order, SpreadOrder, ...), not {event_type.__name__}"
+        )
+    return None if from_time is None else history_start(from_time, "from_time")

@@ -7,7 +7,7 @@ import math
 import random
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -24,10 +24,40 @@ from ._util import raise_single
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["open_dxlink"]
+__all__ = ["connection_settings", "open_dxlink", "run_block"]
 
 _CLOSE_GRACE = 2.0
 """Seconds a leaving ``open_dxlink`` block gives the WebSocket close handshake."""
+
+
+def connection_settings(
+    *,
+    connector: Connector | None,
+    ssl_context: ssl.SSLContext | None,
+    keepalive_timeout: float,
+    keepalive_interval: float,
+    handshake_timeout: float,
+    aggregation_period: float | None,
+    subscription_budget: int,
+    token_refresh_margin: float,
+) -> ConnectionSettings:
+    """Check :func:`open_dxlink`'s connection arguments (also the pool's) and bundle them."""
+    if connector is not None and ssl_context is not None:
+        raise TypeError("pass ssl_context= to the connector, not to open_dxlink, with connector=")
+    require_positive(
+        keepalive_timeout=keepalive_timeout,
+        keepalive_interval=keepalive_interval,
+        handshake_timeout=handshake_timeout,
+    )
+    return ConnectionSettings(
+        connector=connector or websocket_connector(ssl_context=ssl_context),
+        keepalive_timeout=keepalive_timeout,
+        keepalive_interval=keepalive_interval,
+        handshake_timeout=handshake_timeout,
+        aggregation_period=aggregation_period,
+        subscription_budget=subscription_budget,
+        token_refresh_margin=token_refresh_margin,
+    )
 
 
 @asynccontextmanager
@@ -77,16 +107,10 @@ async def open_dxlink(
             history`, :meth:`~DXLinkFeed.time_series`, ``subscribe(from_time=...)``) may wait
             for it at once; the rest queue (tastytrade refuses more than about 20).
     """
-    if connector is not None and ssl_context is not None:
-        raise TypeError("pass ssl_context= to the connector, not to open_dxlink, with connector=")
     source = token_source_for(target, token)
-    require_positive(
-        keepalive_timeout=keepalive_timeout,
-        keepalive_interval=keepalive_interval,
-        handshake_timeout=handshake_timeout,
-    )
-    settings = ConnectionSettings(
-        connector=connector or websocket_connector(ssl_context=ssl_context),
+    settings = connection_settings(
+        connector=connector,
+        ssl_context=ssl_context,
         keepalive_timeout=keepalive_timeout,
         keepalive_interval=keepalive_interval,
         handshake_timeout=handshake_timeout,
@@ -101,12 +125,25 @@ async def open_dxlink(
         rng=rng,
         max_history_requests=max_history_requests,
     )
+    async with run_block(lambda nursery: nursery.start(feed._run), feed._shutdown, feed._close):
+        yield feed
+
+
+@asynccontextmanager
+async def run_block(
+    start: Callable[[trio.Nursery], Awaitable[object]],
+    shutdown: Callable[[], Awaitable[None]],
+    close: Callable[[], None],
+) -> AsyncIterator[None]:
+    """Host a feed (or a pool) in a nursery of its own for the duration of a block: ``start``
+    its tasks, and on the way out ``shutdown`` politely (briefly, unless cancelled from
+    outside), ``close``, and collapse what the nursery raises into one exception."""
     raised: list[BaseException] = []  # what the block itself raised, if anything
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(feed._run)
+            await start(nursery)
             try:
-                yield feed
+                yield
             except BaseException as exc:
                 if not isinstance(exc, trio.Cancelled):
                     raised.append(exc)
@@ -115,10 +152,10 @@ async def open_dxlink(
                 if trio.current_effective_deadline() != -math.inf:
                     # Not cancelled from outside: close the WebSocket politely, briefly.
                     with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
-                        await feed._shutdown()
-                feed._close()
+                        await shutdown()
+                close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise_single(group, raised[0] if raised else None)
     finally:
-        feed._close()
+        close()

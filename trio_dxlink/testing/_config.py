@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["DATA_FORMATS", "ServerConfig"]
+__all__ = ["DATA_FORMATS", "SUBSCRIPTION_OVERFLOWS", "ServerConfig"]
 
 DATA_FORMATS = ("FULL", "COMPACT")
 """The data formats a FEED channel can use."""
@@ -31,6 +31,15 @@ def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: int | N
 def _data_format(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and value not in DATA_FORMATS:
         raise ValueError(f"{attribute.name} must be one of {DATA_FORMATS} or None, got {value!r}")
+
+
+SUBSCRIPTION_OVERFLOWS = ("refuse", "close")
+"""What the server does with subscriptions past ``max_subscriptions``."""
+
+
+def _subscription_overflow(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in SUBSCRIPTION_OVERFLOWS:
+        raise ValueError(f"{attribute.name} must be one of {SUBSCRIPTION_OVERFLOWS}, got {value!r}")
 
 
 def _symbol_set(symbols: Iterable[str]) -> frozenset[str]:
@@ -97,6 +106,14 @@ class ServerConfig:
             connection's ``received`` keep: the newest ones, and up to an eighth more before the
             oldest are forgotten, so a server that runs for days holds a bounded record
             (``None``: keep every message).
+        max_subscriptions: the most FEED subscriptions one connection may hold, over all its
+            channels, as real servers cap them (users report drops near 22,000 symbols);
+            ``None`` (the default): no cap. What happens past it is ``subscription_overflow``'s.
+        subscription_overflow: ``"refuse"`` (the default): the subscriptions past the cap in a
+            FEED_SUBSCRIPTION are not subscribed, and the channel gets one ERROR
+            ``INVALID_MESSAGE`` ("Too many subscriptions: ... limit N"), which the client counts
+            as a refusal; the connection stays up. ``"close"``: like a server that drops a
+            client asking too much, ERROR ``INVALID_MESSAGE`` on channel 0, then close 1011.
     """
 
     token: str | None = attrs.field(default=None, repr=False)
@@ -121,3 +138,5 @@ class ServerConfig:
     empty_snapshot_symbols: frozenset[str] = attrs.field(default=frozenset(), converter=_symbol_set)
     keep_closed_connections: bool = False
     keep_received: int | None = attrs.field(default=100_000, validator=_positive_or_none)
+    max_subscriptions: int | None = attrs.field(default=None, validator=_positive_or_none)
+    subscription_overflow: str = attrs.field(default="refuse", validator=_subscription_overflow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeAlias
 
 import attrs
@@ -9,7 +10,7 @@ import attrs
 from .._messages import SubscriptionEntry
 from ..events import Event
 
-__all__ = ["ServerChannel", "SubscriptionKey"]
+__all__ = ["ServerChannel", "SubscriptionKey", "within_cap"]
 
 _DEFAULT_AGGREGATION_PERIOD = 0.1
 
@@ -57,3 +58,30 @@ class ServerChannel:
         if (kind, symbol, source) in subs or (kind, "*", source) in subs:
             return True
         return source is not None and ((kind, symbol, None) in subs or (kind, "*", None) in subs)
+
+
+def within_cap(
+    channels: Iterable[ServerChannel],
+    channel: ServerChannel,
+    added: Iterable[SubscriptionEntry],
+    cap: int | None,
+) -> tuple[list[SubscriptionEntry], int]:
+    """The additions to ``channel`` that a cap of ``cap`` subscriptions over all of a
+    connection's ``channels`` leaves room for (a repeat of a held subscription takes none), and
+    how many new ones it refuses."""
+    if cap is None:
+        return list(added), 0
+    room = cap - sum(len(other.subscriptions) for other in channels)
+    kept: list[SubscriptionEntry] = []
+    new: set[SubscriptionKey] = set()
+    refused = 0
+    for entry in added:
+        if entry.key in channel.subscriptions or entry.key in new:
+            kept.append(entry)
+        elif room > 0:
+            room -= 1
+            new.add(entry.key)
+            kept.append(entry)
+        else:
+            refused += 1
+    return kept, refused

@@ -262,6 +262,11 @@ class ServerConnection:
         self._closing = True
         self.protocol.connection_closed()
 
+    def drop(self, why: str = "dropped by test") -> None:
+        """Close this connection abruptly (no close frame: the client sees 1006), as
+        :meth:`DXLinkServer.drop_all` does to every connection."""
+        self._abort(why)
+
     def _abort(self, why: str) -> None:
         """Drop the connection abruptly: no close frame, just the socket closed."""
         if self.closed:

@@ -76,7 +76,7 @@ from ..events import Event
 from ._config import DATA_FORMATS, ServerConfig
 from ._dom_service import DomServerChannel, Level, apply_setup, open_dom_channel, snapshot_message
 from ._encoding import chunks, compact_values, full_object
-from ._server_channel import ServerChannel
+from ._server_channel import ServerChannel, within_cap
 from ._server_events import (
     AuthRequested,
     ChannelCancelled,
@@ -517,10 +517,24 @@ class ServerProtocol:
         removed = list(message.remove or ())
         for entry in removed:
             channel.subscriptions.pop(entry.key, None)
-        added = list(message.add or ())
+        cap = self.config.max_subscriptions
+        added, refused = within_cap(self.channels.values(), channel, message.add or (), cap)
         for entry in added:
             channel.subscriptions[entry.key] = entry
-        return [SubscriptionChanged(channel.id, added, removed, bool(message.reset))]
+        changed = SubscriptionChanged(channel.id, added, removed, bool(message.reset))
+        if refused:
+            return [changed, *self._over_cap(channel.id, refused)]
+        return [changed]
+
+    def _over_cap(self, channel: int, refused: int) -> list[ServerEvent]:
+        cap = self.config.max_subscriptions
+        message = f"Too many subscriptions: {refused} refused, the limit is {cap} per connection"
+        if self.config.subscription_overflow == "refuse":
+            return self._refuse(channel, message, "INVALID_MESSAGE")
+        log.info("%s: %s; closing", self.label, message)
+        self._send(Error("INVALID_MESSAGE", message))
+        self._close_after(1011, "too many subscriptions")
+        return [Refused(0, "INVALID_MESSAGE", message)]
 
     def _announce(self, channel: ServerChannel, cls: type[Event]) -> None:
         """FEED_CONFIG with ``eventFields`` for ``cls`` if the client needs it before data."""
