@@ -16,9 +16,11 @@ import termios
 import pyte
 import pytest
 import trio
+from rich.console import Console
 
 from trio_dxlink._cli_common import UsageError, parse_time_argument
-from trio_dxlink.events import EVENT_TYPES
+from trio_dxlink._cli_table import EventTable, local_time
+from trio_dxlink.events import EVENT_TYPES, Candle, Order, Quote
 from trio_dxlink.testing import ServerConfig, open_dxlink_server
 
 from .conftest import CLI
@@ -116,9 +118,21 @@ NOT_YET_SIMULATED = {"Order", "SpreadOrder", "AnalyticOrder", "OptionSale", "Ser
 """Types the embedded server's simulated market does not produce yet: making it produce every
 type is issue #13 item 2 (the simulated market), done in its own branch."""
 
+
+def _case(type_name: str, *extra: str) -> object:
+    marks = []
+    if type_name in NOT_YET_SIMULATED:
+        reason = (
+            f"the simulated market does not produce {type_name} yet"
+            " (issue #13 item 2: a simulated market with every type)"
+        )
+        marks.append(pytest.mark.skip(reason=reason))
+    return pytest.param(type_name, list(extra), marks=marks, id=" ".join((type_name, *extra)))
+
+
 TYPE_CASES = [
-    *[(cls.__name__, []) for cls in EVENT_TYPES],
-    *[(name, ["--source", "NTV"]) for name in ("Order", "SpreadOrder", "AnalyticOrder")],
+    *[_case(cls.__name__) for cls in EVENT_TYPES],
+    *[_case(name, "--source", "NTV") for name in ("Order", "SpreadOrder", "AnalyticOrder")],
 ]
 
 
@@ -126,11 +140,6 @@ TYPE_CASES = [
 async def test_stream_json_prints_five_events_of_each_type(
     type_name: str, extra: list[str]
 ) -> None:
-    if type_name in NOT_YET_SIMULATED:
-        pytest.skip(
-            f"the simulated market does not produce {type_name} yet"
-            " (issue #13 item 2: a simulated market with every type)"
-        )
     symbol = SYMBOLS.get(type_name, "SPY")
     result = await run_cli("stream", type_name, symbol, *extra, "--json", "--count", "5")
     assert result.returncode == 0, result.stderr
@@ -204,9 +213,11 @@ async def test_live_table_in_a_terminal_survives_a_server_side_disconnect() -> N
                 # Drawn before the first event: the header and a status line.
                 await terminal.until(lambda lines: header_lines(lines) and status_line(lines))
                 await terminal.until(
-                    lambda lines: "connected" in status_line(lines)
-                    and any(line.startswith("SPY ") for line in lines)
-                    and any(line.startswith("AAPL ") for line in lines)
+                    lambda lines: (
+                        "connected" in status_line(lines)
+                        and any(line.startswith("SPY ") for line in lines)
+                        and any(line.startswith("AAPL ") for line in lines)
+                    )
                 )
                 server.drop_all()
                 await terminal.until(lambda lines: "reconnected" in status_line(lines))
@@ -229,3 +240,43 @@ async def test_live_table_in_a_terminal_survives_a_server_side_disconnect() -> N
     spy = [line for line in lines if line.startswith("SPY ")]
     assert len(spy) == 1, screen
     assert re.search(r"\d+\.\d\d.*\d\d:\d\d:\d\d\.\d{3}", spy[0]), spy[0]
+
+
+# --- the table's rows (pure) ------------------------------------------------------------------
+
+
+def rendered(table: EventTable) -> list[str]:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(table.render("t", max_rows=20))
+    return console.export_text().splitlines()
+
+
+def test_table_marks_moves_keeps_newest_bars_and_follows_orders() -> None:
+    quotes = EventTable(Quote)
+    quotes.add(Quote("SPY", bid_price=100.0, ask_price=100.5))
+    quotes.add(Quote("SPY", bid_price=100.25, ask_price=100.25))
+    spy = next(line for line in rendered(quotes) if line.startswith("SPY"))
+    assert "100.25▲" in spy  # bid up
+    assert "100.25▼" in spy  # ask down
+
+    candles = EventTable(Candle)
+    for time_ms, close in ((3_000_000, 3.0), (2_000_000, 2.0), (1_000_000, 1.0)):  # newest first
+        candles.add(Candle("A{=1m}", time=1_700_000_000_000 + time_ms, close=close))
+    assert candles.rows["A{=1m}"].close == 3.0
+
+    orders = EventTable(Order)
+    orders.add(Order("A", index=1, source="NTV", order_side="BUY", price=9.0, size=1.0))
+    orders.add(Order("A", index=2, source="NTV", order_side="BUY", price=10.0, size=1.0))
+    orders.add(Order("A", index=3, source="NTV", order_side="SELL", price=11.0, size=1.0))
+    lines = [line for line in rendered(orders) if line.startswith("A ")]
+    assert [re.findall(r"\d+\.\d\d", line)[0] for line in lines] == ["10.00", "9.00", "11.00"]
+    orders.add(Order("A", index=2, source="NTV", event_flags=0x02))  # REMOVE_EVENT
+    assert len(orders.rows) == 2
+
+
+def test_local_time_shows_today_as_a_time_and_other_days_with_the_date() -> None:
+    moment = dt.datetime(2024, 1, 5, 9, 30, 1, 250_000).astimezone()
+    ms = int(moment.timestamp() * 1000)
+    assert local_time(ms, today=moment.date()) == "09:30:01.250"
+    assert local_time(ms, today=dt.date(2030, 1, 1)) == "2024-01-05 09:30:01"
+    assert local_time(0) == "-"

@@ -55,7 +55,7 @@ from .events import (
     Underlying,
 )
 
-__all__ = ["Column", "EventTable", "StreamStatus", "columns_for"]
+__all__ = ["Column", "EventTable", "StreamStatus", "columns_for", "local_time", "screen"]
 
 _REMOVE_EVENT = 0x02
 
