@@ -41,7 +41,7 @@ async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
     [
         (["Quote", ""], "empty symbol ''"),
         (["Quote", "SPY", " "], "empty symbol ' '"),
-        (["Candle", "AAPL{=xyz}"], "invalid Candle symbol"),
+        (["Candle", "AAPL{=xyz}"], "invalid candle symbol 'AAPL{=xyz}'"),
         (["Quote", "SPY", "--token", "secret"], "--token needs --url"),
         (["Quoet", "SPY"], "unknown event type 'Quoet' (known: Quote, Trade,"),
         (["Quote", "SPY", "--source", "NTV"], "--source is for Order, SpreadOrder and"),

@@ -129,7 +129,7 @@ def _checked(args: argparse.Namespace) -> tuple[type[Event], int | None]:
     try:
         check_symbols_for(event_type, args.symbols)
     except SymbolError as exc:
-        raise UsageError(f"invalid {event_type.__name__} symbol: {exc}") from None
+        raise UsageError(str(exc)) from None
     order_type = issubclass(event_type, IndexedEvent) and not issubclass(
         event_type, TimeSeriesEvent
     )
