@@ -68,7 +68,7 @@ async def test_stream_candle_history_as_json() -> None:
             "ConnectError: could not connect",
         ),
         (["serve", "--port", "99999"], 2, "--port must be"),
-        (["stream"], 2, "usage:"),
+        (["stream"], 2, "the following arguments are required: type, symbols"),
     ],
 )
 async def test_bad_arguments_give_one_line_and_a_nonzero_exit(

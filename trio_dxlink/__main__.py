@@ -19,66 +19,34 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
-import shutil
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
-import attrs
-import orjson
 import trio
 
 from ._cli_book import BookUsageError, add_book_parser, run_book
-from ._cli_tastytrade import (
-    add_serve_options,
-    add_stream_options,
-    fake_banner,
-    serve_tastytrade_fake,
-    session_from_args,
-    stream_usage_problem,
-)
-from ._client import NO_RECONNECT, ReconnectPolicy
-from ._codec import encode_full
+from ._cli_common import OneLineErrorParser, UsageError
+from ._cli_stream import add_stream_parser, run_stream
+from ._cli_tastytrade import add_serve_options, fake_banner, serve_tastytrade_fake
 from ._exceptions import DXLinkError
-from ._open import open_dxlink
-from ._tokens import TokenSource
 from ._util import unwrap_group
-from .events import EVENT_TYPES, Event, event_class
 
 __all__ = ["main"]
 
 log = logging.getLogger("trio_dxlink.cli")
 
 
-class UsageError(Exception):
-    """A bad command-line argument (reported in one line, exit status 2)."""
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="trio-dxlink",
         description="Stream dxFeed DXLink market data, or run a local DXLink server.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    stream = sub.add_parser("stream", help="print events for symbols")
-    stream.add_argument("type", help="event type, e.g. Quote, Trade, Greeks, Candle")
-    stream.add_argument("symbols", nargs="+", help="symbols, e.g. SPY AAPL .SPY250117C500")
-    stream.add_argument("--url", help="DXLink URL (default: start the embedded local server)")
-    stream.add_argument("--token", help="DXLink token for --url (or DXLINK_TOKEN in the env)")
-    stream.add_argument("--json", action="store_true", help="one JSON object per event per line")
-    stream.add_argument("--count", type=int, help="stop after this many events")
-    stream.add_argument("--duration", type=float, help="stop after this many seconds")
-    stream.add_argument(
-        "--from-time", type=int, help="history from this epoch-ms time (time-series events)"
-    )
-    stream.add_argument("--seed", type=int, default=0, help="embedded server's market seed")
-    stream.add_argument("--no-reconnect", action="store_true", help="fail instead of reconnecting")
-    add_stream_options(stream)
-
+    add_stream_parser(sub)
     add_book_parser(sub)
 
     serve = sub.add_parser("serve", help="run the local DXLink server")
@@ -117,151 +85,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_serve_options(serve)
     return parser
-
-
-def _event_type(name: str) -> type[Event]:
-    try:
-        return event_class(name)
-    except KeyError:
-        for cls in EVENT_TYPES:
-            if cls.__name__.lower() == name.lower():
-                return cls
-        known = ", ".join(c.__name__ for c in EVENT_TYPES)
-        raise UsageError(f"unknown event type {name!r} (known: {known})") from None
-
-
-def _json_line(event: Event) -> bytes:
-    return orjson.dumps(encode_full(event)) + b"\n"
-
-
-_COLUMNS = {
-    "Quote": ["bid_size", "bid_price", "ask_price", "ask_size", "bid_exchange_code"],
-    "Trade": ["price", "size", "change", "day_volume", "exchange_code"],
-    "TradeETH": ["price", "size", "change", "day_volume", "exchange_code"],
-    "Summary": [
-        "day_open_price",
-        "day_high_price",
-        "day_low_price",
-        "day_close_price",
-        "prev_day_close_price",
-        "open_interest",
-    ],
-    "Greeks": ["price", "volatility", "delta", "gamma", "theta", "vega", "rho"],
-    "TheoPrice": ["price", "underlying_price", "delta", "gamma"],
-    "Candle": ["time", "open", "high", "low", "close", "volume", "vwap"],
-    "TimeAndSale": ["time", "price", "size", "aggressor_side", "exchange_code"],
-    "Profile": ["description", "trading_status", "high_52_week_price", "low_52_week_price"],
-}
-_HIDDEN = {"event_symbol", "event_time", "sequence", "time_nano_part", "event_flags", "index"}
-
-
-class _Table:
-    """A live table, one row per symbol, redrawn in place with ANSI escapes."""
-
-    def __init__(self, out: TextIO, event_type: type[Event]) -> None:
-        self.out = out
-        self.rows: dict[str, Event] = {}
-        names = [f.name for f in attrs.fields(event_type)]  # type: ignore[arg-type]
-        preferred = _COLUMNS.get(event_type.__name__)
-        if preferred is None:
-            preferred = [n for n in names if n not in _HIDDEN and not n.endswith("_time")]
-        self.columns = preferred
-        self.drawn = 0
-
-    def update(self, event: Event) -> None:
-        self.rows[event.event_symbol] = event
-
-    def draw(self) -> None:
-        width = shutil.get_terminal_size((120, 24)).columns
-        header = ["symbol", *self.columns]
-        lines = [self._row(header, width)]
-        for symbol in sorted(self.rows):
-            event = self.rows[symbol]
-            cells = [symbol, *(_cell(getattr(event, c)) for c in self.columns)]
-            lines.append(self._row(cells, width))
-        if self.drawn:
-            self.out.write(f"\x1b[{self.drawn}F")
-        self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))
-        self.out.flush()
-        self.drawn = len(lines)
-
-    @staticmethod
-    def _row(cells: Sequence[str], width: int) -> str:
-        text = " ".join(f"{cell:>12}" if i else f"{cell:<20}" for i, cell in enumerate(cells))
-        return text[:width]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.6g}"
-    if value is None:
-        return "-"
-    return str(value)
-
-
-async def _stream(args: argparse.Namespace) -> int:
-    event_type = _event_type(args.type)
-    if args.count is not None and args.count < 1:
-        raise UsageError("--count must be at least 1")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
-    as_json = args.json or not sys.stdout.isatty()
-    problem = stream_usage_problem(args)
-    if problem is not None:
-        raise UsageError(problem)
-    policy = NO_RECONNECT if args.no_reconnect else ReconnectPolicy(give_up_after=120.0)
-    if args.tastytrade:
-        async with session_from_args(args) as session:
-            return await _consume(args, event_type, session, None, policy, as_json)
-    if args.url is None:
-        from .testing import Market, ServerConfig, open_dxlink_server
-
-        config = ServerConfig(simulate=True)
-        async with open_dxlink_server(config=config, market=Market(seed=args.seed)) as server:
-            return await _consume(args, event_type, server.url, None, policy, as_json)
-    if not args.url.startswith(("ws://", "wss://")):
-        raise UsageError(f"--url must be a ws:// or wss:// URL, got {args.url!r}")
-    token = args.token or os.environ.get("DXLINK_TOKEN")
-    return await _consume(args, event_type, args.url, token, policy, as_json)
-
-
-async def _consume(
-    args: argparse.Namespace,
-    event_type: type[Event],
-    target: str | TokenSource,
-    token: str | None,
-    policy: ReconnectPolicy,
-    as_json: bool,
-) -> int:
-    seen = 0
-    out = sys.stdout
-    table = None if as_json else _Table(out, event_type)
-    with trio.move_on_after(args.duration if args.duration is not None else math.inf):
-        async with (
-            open_dxlink(target, token, reconnect=policy) as feed,
-            feed.subscribe(event_type, args.symbols, from_time=args.from_time) as rx,
-        ):
-            next_draw = 0.0
-            async for batch in rx.batches():
-                for event in batch:
-                    if table is None:
-                        out.buffer.write(_json_line(event))
-                    else:
-                        table.update(event)
-                    seen += 1
-                    if args.count is not None and seen >= args.count:
-                        break
-                if table is not None and trio.current_time() >= next_draw:
-                    table.draw()
-                    next_draw = trio.current_time() + 0.25
-                else:
-                    out.flush()
-                if args.count is not None and seen >= args.count:
-                    break
-    if table is not None:
-        table.draw()
-    out.flush()
-    return 0
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -348,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    run = {"stream": _stream, "book": run_book, "serve": _serve}[args.command]
+    run = {"stream": run_stream, "book": run_book, "serve": _serve}[args.command]
     try:
         with unwrap_group():
             return trio.run(run, args)
