@@ -46,6 +46,7 @@ from ._exceptions import (
     MalformedDataError,
     MessageTooBigError,
     ProtocolError,
+    RecordingError,
     RemoteProtocolError,
     ServerError,
     SlowConsumerError,
@@ -57,6 +58,9 @@ from ._exceptions import (
 from ._history import History, TimeSeries
 from ._open import open_dxlink
 from ._order_book import LiveOrderBook, OrderBookStatistics
+from ._record import Recorder, RecorderStatistics, open_recorder
+from ._recording import iter_records, read_manifest
+from ._replay import Replay, recorded_subscriptions
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
 from .events import (
@@ -151,6 +155,14 @@ __all__ = [
     "DXLinkFeed",
     "Event",
     "EventDeclarationError",
+    "RecordingError",
+    "Recorder",
+    "RecorderStatistics",
+    "Replay",
+    "iter_records",
+    "open_recorder",
+    "read_manifest",
+    "recorded_subscriptions",
     "EventFlag",
     "FeedState",
     "FeedStatistics",

@@ -4,18 +4,21 @@ its own for the duration of the block, and collapse what the nursery raises into
 from __future__ import annotations
 
 import math
+import os
 import random
 import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import attrs
 import trio
 
 from . import _connection as c
 from ._arguments import require_positive, token_source_for
 from ._client import DEFAULT_MAX_HISTORY_REQUESTS, DXLinkFeed
 from ._reconnect import ReconnectPolicy
+from ._record import Recorder, recording_for
 from ._runner import ConnectionSettings
 from ._tokens import LegacyTokenSource, TokenSource
 from ._transport import Connector, websocket_connector
@@ -46,6 +49,7 @@ async def open_dxlink(
     ssl_context: ssl.SSLContext | None = None,
     rng: random.Random | None = None,
     max_history_requests: int = DEFAULT_MAX_HISTORY_REQUESTS,
+    record: str | os.PathLike[str] | Recorder | None = None,
 ) -> AsyncIterator[DXLinkFeed]:
     """Connect to a DXLink server and keep the connection up for the duration of the block.
 
@@ -94,31 +98,34 @@ async def open_dxlink(
         subscription_budget=subscription_budget,
         token_refresh_margin=token_refresh_margin,
     )
-    feed = DXLinkFeed(
-        source,
-        settings,
-        reconnect or ReconnectPolicy(),
-        rng=rng,
-        max_history_requests=max_history_requests,
-    )
-    raised: list[BaseException] = []  # what the block itself raised, if anything
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(feed._run)
-            try:
-                yield feed
-            except BaseException as exc:
-                if not isinstance(exc, trio.Cancelled):
-                    raised.append(exc)
-                raise
-            finally:
-                if trio.current_effective_deadline() != -math.inf:
-                    # Not cancelled from outside: close the WebSocket politely, briefly.
-                    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
-                        await feed._shutdown()
-                feed._close()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise_single(group, raised[0] if raised else None)
-    finally:
-        feed._close()
+    async with recording_for(record) as recorder:
+        if recorder is not None:
+            settings = attrs.evolve(settings, connector=recorder.connector(settings.connector))
+        feed = DXLinkFeed(
+            source,
+            settings,
+            reconnect or ReconnectPolicy(),
+            rng=rng,
+            max_history_requests=max_history_requests,
+        )
+        raised: list[BaseException] = []  # what the block itself raised, if anything
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(feed._run)
+                try:
+                    yield feed
+                except BaseException as exc:
+                    if not isinstance(exc, trio.Cancelled):
+                        raised.append(exc)
+                    raise
+                finally:
+                    if trio.current_effective_deadline() != -math.inf:
+                        # Not cancelled from outside: close the WebSocket politely, briefly.
+                        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
+                            await feed._shutdown()
+                    feed._close()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise_single(group, raised[0] if raised else None)
+        finally:
+            feed._close()
