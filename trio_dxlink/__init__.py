@@ -47,6 +47,7 @@ from ._exceptions import (
     MessageTooBigError,
     PoolFullError,
     ProtocolError,
+    RecordingError,
     RemoteProtocolError,
     ServerError,
     SlowConsumerError,
@@ -59,6 +60,9 @@ from ._history import History, TimeSeries
 from ._open import open_dxlink
 from ._order_book import LiveOrderBook, OrderBookStatistics
 from ._pool import DXLinkPool, PoolStatistics, open_dxlink_pool
+from ._record import Recorder, RecorderStatistics, open_recorder
+from ._recording import iter_records, read_manifest
+from ._replay import Replay, recorded_subscriptions
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
 from .events import (
@@ -154,6 +158,14 @@ __all__ = [
     "DXLinkPool",
     "Event",
     "EventDeclarationError",
+    "RecordingError",
+    "Recorder",
+    "RecorderStatistics",
+    "Replay",
+    "iter_records",
+    "open_recorder",
+    "read_manifest",
+    "recorded_subscriptions",
     "EventFlag",
     "FeedState",
     "FeedStatistics",

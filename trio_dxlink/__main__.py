@@ -10,6 +10,9 @@ starts the embedded local DXLink server in-process, with a simulated market, and
 ``book SYMBOL --source NTV`` shows a live order book (``_cli_book.py``): a ladder drawn in place,
 or one JSON object per view with ``--json``.
 
+``record TYPE SYMBOL... -o FILE`` records a session; ``replay FILE`` prints a recording's events
+as NDJSON (``_cli_record.py``).
+
 ``serve`` runs the local DXLink server until interrupted and prints ``listening on ws://HOST:PORT``
 as its first line. ``serve --tastytrade`` runs the tastytrade fake beside it and prints its API
 addresses and (made-up) credentials next.
@@ -28,6 +31,7 @@ import trio
 
 from ._cli_book import BookUsageError, add_book_parser, run_book
 from ._cli_common import OneLineErrorParser, UsageError
+from ._cli_record import RecordUsageError, add_record_parsers, run_record, run_replay
 from ._cli_stream import add_stream_parser, run_stream
 from ._cli_tastytrade import add_serve_options, fake_banner, serve_tastytrade_fake
 from ._exceptions import DXLinkError
@@ -48,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_stream_parser(sub)
     add_book_parser(sub)
+    add_record_parsers(sub)
 
     serve = sub.add_parser("serve", help="run the local DXLink server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -171,11 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    run = {"stream": run_stream, "book": run_book, "serve": _serve}[args.command]
+    run = {
+        "stream": run_stream,
+        "book": run_book,
+        "serve": _serve,
+        "record": run_record,
+        "replay": run_replay,
+    }[args.command]
     try:
         with unwrap_group():
             return trio.run(run, args)
-    except (UsageError, BookUsageError) as exc:
+    except (UsageError, BookUsageError, RecordUsageError) as exc:
         print(f"trio-dxlink: error: {exc}", file=sys.stderr)
         return 2
     except DXLinkError as exc:

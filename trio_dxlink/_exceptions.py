@@ -27,7 +27,8 @@ Every exception the library raises on purpose derives from :class:`DXLinkError`:
     │   ├── DataGapError              (opt-in) the connection was lost; events may be missing
     │   │   └── MalformedDataError        (opt-in) the server sent undecodable data; it was skipped
     │   └── SubscriptionClosedError   the handle was used after its ``async with`` ended
-    └── EventDeclarationError         (also a TypeError) an event type declared wrongly
+    ├── EventDeclarationError         (also a TypeError) an event type declared wrongly
+    └── RecordingError                a recording could not be read or written
 
 Foreign errors (trio-websocket's, httpx's, orjson's, cattrs') are translated into these at one
 boundary and chained with ``raise ... from``, so ``except DXLinkError`` is enough for callers.
@@ -46,6 +47,7 @@ __all__ = [
     "DataGapError",
     "DXLinkError",
     "EventDeclarationError",
+    "RecordingError",
     "GaveUpError",
     "KeepaliveTimeoutError",
     "LocalProtocolError",
@@ -262,3 +264,8 @@ class TastytradeAuthenticationError(TastytradeError, AuthenticationError):
 
 class TastytradeRateLimitError(TastytradeError):
     """tastytrade answered HTTP 429: too many requests. Wait (backing off) and try again."""
+
+
+class RecordingError(DXLinkError):
+    """A recording (``.dxrec``) could not be read or written: not a recording, a bad line, no
+    manifest, or compression asked for without the ``zstandard`` package."""

@@ -4,18 +4,21 @@ its own for the duration of the block, and collapse what the nursery raises into
 from __future__ import annotations
 
 import math
+import os
 import random
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import attrs
 import trio
 
 from . import _connection as c
 from ._arguments import require_positive, token_source_for
 from ._client import DEFAULT_MAX_HISTORY_REQUESTS, DXLinkFeed
 from ._reconnect import ReconnectPolicy
+from ._record import Recorder, recording_for
 from ._runner import ConnectionSettings
 from ._tokens import LegacyTokenSource, TokenSource
 from ._transport import Connector, websocket_connector
@@ -76,6 +79,7 @@ async def open_dxlink(
     ssl_context: ssl.SSLContext | None = None,
     rng: random.Random | None = None,
     max_history_requests: int = DEFAULT_MAX_HISTORY_REQUESTS,
+    record: str | os.PathLike[str] | Recorder | None = None,
 ) -> AsyncIterator[DXLinkFeed]:
     """Connect to a DXLink server and keep the connection up for the duration of the block.
 
@@ -106,6 +110,10 @@ async def open_dxlink(
         max_history_requests: how many requests that need a snapshot (:meth:`~DXLinkFeed.
             history`, :meth:`~DXLinkFeed.time_series`, ``subscribe(from_time=...)``) may wait
             for it at once; the rest queue (tastytrade refuses more than about 20).
+        record: write every frame of the session, both ways, to this file (a path: NDJSON,
+            zstd-compressed if it ends in ``.zst``; tokens redacted), or to a
+            :class:`~trio_dxlink.Recorder` from :func:`~trio_dxlink.open_recorder`. See the
+            "Record and replay" guide.
     """
     source = token_source_for(target, token)
     settings = connection_settings(
@@ -118,15 +126,18 @@ async def open_dxlink(
         subscription_budget=subscription_budget,
         token_refresh_margin=token_refresh_margin,
     )
-    feed = DXLinkFeed(
-        source,
-        settings,
-        reconnect or ReconnectPolicy(),
-        rng=rng,
-        max_history_requests=max_history_requests,
-    )
-    async with run_block(lambda nursery: nursery.start(feed._run), feed._shutdown, feed._close):
-        yield feed
+    async with recording_for(record) as recorder:
+        if recorder is not None:
+            settings = attrs.evolve(settings, connector=recorder.connector(settings.connector))
+        feed = DXLinkFeed(
+            source,
+            settings,
+            reconnect or ReconnectPolicy(),
+            rng=rng,
+            max_history_requests=max_history_requests,
+        )
+        async with run_block(lambda nursery: nursery.start(feed._run), feed._shutdown, feed._close):
+            yield feed
 
 
 @asynccontextmanager

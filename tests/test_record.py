@@ -1,0 +1,240 @@
+"""Recording at the transport seam and replaying through ``open_dxlink``: round trips against
+the in-memory local server (with a reconnect in the middle), token redaction, recorded
+spacing under a MockClock, the manifest, and counted drops when the disk falls behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import trio
+import trio.testing
+import zstandard
+
+from trio_dxlink import (
+    FeedState,
+    Overflow,
+    Quote,
+    RecordingError,
+    Replay,
+    Trade,
+    iter_records,
+    open_dxlink,
+    open_recorder,
+    read_manifest,
+    recorded_subscriptions,
+)
+from trio_dxlink._codec import encode_full
+from trio_dxlink.events import Event
+from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
+
+from .conftest import pinned_market, until
+
+TOKEN = "s3cret-t0ken-abc"
+
+
+# Lossless handles: a conflating one's output depends on when its consumer runs, not only on
+# the frames.
+
+
+def _wire(events: list[Event]) -> list[bytes]:
+    """Events as comparable bytes (NaN != NaN, so events with NaN fields never compare equal)."""
+    return [orjson.dumps(encode_full(e)) for e in events]
+
+
+async def _receive_until(rx: object, price: float, within: float = 30) -> list[Event]:
+    got: list[Event] = []
+    with trio.fail_after(within):
+        async for event in rx:  # type: ignore[attr-defined]
+            got.append(event)
+            if isinstance(event, Quote) and event.bid_price == price:
+                return got
+    raise AssertionError("the handle ended")
+
+
+async def _record_session(path: Path, server: DXLinkServer) -> list[Event]:
+    """A live session recorded to ``path``: quotes, a dropped connection, more quotes."""
+    url = server.url + "?token=" + TOKEN  # a query string must not reach the file either
+    live: list[Event] = []
+    async with (
+        open_dxlink(url, TOKEN, connector=server.connector(), record=path) as feed,
+        feed.subscribe(Quote, ["SPY", "AAPL"], overflow=Overflow.LOSSLESS) as rx,
+        feed.subscribe(Trade, ["SPY"]) as trades,
+    ):
+        await until(server, lambda: ("Trade", "SPY") in server.subscriptions())
+        for i in range(1, 6):
+            server.publish(Quote("SPY", bid_price=i), Quote("AAPL", bid_price=100 + i))
+        server.publish(Trade("SPY", price=7.0))
+        live += await _receive_until(rx, 105)
+        assert (await trades.receive()).price == 7.0
+        server.drop_all()
+        with trio.fail_after(60):
+            await feed.wait_state(FeedState.RECONNECTING)
+            await feed.wait_state(FeedState.CONNECTED)
+        await until(server, lambda: ("Quote", "AAPL") in server.subscriptions())
+        for i in range(6, 9):
+            server.publish(Quote("AAPL", bid_price=100 + i))
+        live += await _receive_until(rx, 108)
+    return live
+
+
+@pytest.mark.parametrize("name", ["session.dxrec", "session.dxrec.zst"])
+async def test_a_session_with_a_reconnect_replays_to_the_same_events(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, name: str
+) -> None:
+    path = tmp_path / name
+    config = ServerConfig(token=TOKEN)
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server:
+        live = await _record_session(path, server)
+    assert len(live) >= 8
+
+    with Replay(path) as replay:
+        assert replay.url == server.url
+        async with (
+            open_dxlink(replay.url, replay.token, connector=replay.connector()) as feed,
+            feed.subscribe(Quote, ["SPY", "AAPL"], overflow=Overflow.LOSSLESS) as rx,
+            feed.subscribe(Trade, ["SPY"]) as trades,
+        ):
+            replayed = [await rx.receive() for _ in live]
+            assert (await trades.receive()).price == 7.0
+            with trio.fail_after(10):
+                await replay.finished.wait()
+            assert feed.statistics().reconnects == 1
+    assert _wire(replayed) == _wire(live)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+async def test_no_token_reaches_the_file(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, compress: bool
+) -> None:
+    path = tmp_path / "s.dxrec"
+    config = ServerConfig(token=TOKEN)
+    async with (
+        open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
+        open_recorder(path, compress=compress) as recorder,
+    ):
+        await _record_session(path.with_suffix(".other"), server)  # record= a path, too
+        async with (
+            open_dxlink(
+                server.url + "?token=" + TOKEN, TOKEN, connector=server.connector(), record=recorder
+            ) as feed,
+            feed.subscribe(Quote, ["SPY"]) as rx,
+        ):
+            server.publish(Quote("SPY", bid_price=3.0))
+            await _receive_until(rx, 3.0)
+        assert recorder.statistics().frames > 0
+    raw = path.read_bytes()
+    assert raw.startswith(b"\x28\xb5\x2f\xfd") == compress
+    text = zstandard.ZstdDecompressor().stream_reader(raw).read() if compress else raw
+    other = path.with_suffix(".other").read_bytes()
+    for data in (text, other):  # the AUTH frames are there, redacted
+        assert rb"{\"type\":\"AUTH\",\"token\":\"<redacted>\"" in data
+    for data in (raw, text, other):
+        assert TOKEN.encode() not in data
+
+
+async def test_the_manifest_describes_the_session(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "s.dxrec"
+    async with open_dxlink_server(
+        config=ServerConfig(token=TOKEN), market=pinned_market(), in_memory=True
+    ) as server:
+        await _record_session(path, server)
+    manifest = read_manifest(path)
+    assert manifest["library"]
+    assert manifest["url"] == server.url.split("?")[0]
+    assert manifest["dropped"] == 0
+    assert manifest["ended_ns"] > manifest["started_ns"]
+    assert set(manifest["connections"]) == {"1", "2"}
+    first = manifest["connections"]["1"]["channels"]
+    quote_channel = next(ch for ch in first.values() if ch["subscriptions"][0]["type"] == "Quote")
+    assert "bidPrice" in quote_channel["event_fields"]["Quote"]
+    subscribed = recorded_subscriptions(manifest)
+    assert list(subscribed) == ["Quote", "Trade"]  # in the order of their channels
+    assert sorted(entry["symbol"] for entry in subscribed["Quote"]) == ["AAPL", "SPY"]
+    assert subscribed["Trade"] == [{"type": "Trade", "symbol": "SPY"}]
+    kinds = [(r["k"], r.get("c")) for r in iter_records(path) if r["k"] in ("open", "close")]
+    assert kinds == [("open", 1), ("close", 1), ("open", 2), ("close", 2)]
+
+
+async def test_replay_at_1x_keeps_the_recorded_spacing_and_fast_replay_takes_no_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "hour.dxrec"
+    gaps = [0.0, 600.0, 1200.0, 1800.0, 2400.0, 3600.0]
+    async with (
+        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink(server.url, connector=server.connector(), record=path) as feed,
+        feed.subscribe(Quote, ["SPY"]) as rx,
+    ):
+        await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
+        live_times = []
+        start = trio.current_time()
+        for i, at in enumerate(gaps):
+            await trio.sleep_until(start + at)
+            server.publish(Quote("SPY", bid_price=i + 1))
+            await _receive_until(rx, i + 1, within=7200)
+            live_times.append(trio.current_time() - start)
+
+    for speed, expected in ((1.0, live_times), (4.0, [t / 4 for t in live_times])):
+        with Replay(path, speed=speed) as replay:
+            async with (
+                open_dxlink(replay.url, replay.token, connector=replay.connector()) as feed,
+                feed.subscribe(Quote, ["SPY"]) as rx,
+            ):
+                times = []
+                for i in range(len(gaps)):
+                    await _receive_until(rx, i + 1, within=7200)
+                    times.append(trio.current_time())
+                spacing = [t - times[0] for t in times]
+        assert spacing == pytest.approx(expected, abs=1e-6)
+
+    with Replay(path) as replay:
+        began = trio.current_time()
+        async with (
+            open_dxlink(replay.url, replay.token, connector=replay.connector()) as feed,
+            feed.subscribe(Quote, ["SPY"]) as rx,
+        ):
+            await _receive_until(rx, len(gaps))
+            assert trio.current_time() - began < 1.0  # an hour, replayed at once
+
+
+async def test_a_full_buffer_drops_frames_counts_them_and_never_blocks(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "s.dxrec"
+    async with (
+        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_recorder(path, max_buffer_bytes=1) as recorder,
+        open_dxlink(server.url, connector=server.connector(), record=recorder) as feed,
+        feed.subscribe(Quote, ["SPY"]) as rx,
+    ):
+        server.publish(Quote("SPY", bid_price=1.0))
+        await _receive_until(rx, 1.0)  # delivered although nothing could be recorded
+        stats = recorder.statistics()
+        assert stats.frames == 0
+        assert stats.dropped >= 4
+    manifest = read_manifest(path)
+    assert manifest["dropped"] >= stats.dropped  # and the frames of the close, after
+
+
+async def test_bad_recordings_are_recording_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.dxrec"
+    with pytest.raises(RecordingError, match="cannot open"):
+        read_manifest(missing)
+    other = tmp_path / "other.dxrec"
+    other.write_text('{"k":"header","format":"something-else","version":1}\n')
+    with pytest.raises(RecordingError, match="not a trio_dxlink recording"):
+        read_manifest(other)
+    broken = tmp_path / "broken.dxrec"
+    broken.write_text('{"k":"header","format":"trio-dxlink-recording","version":1}\n{nope\n')
+    with pytest.raises(RecordingError, match=":2: not JSON"):
+        read_manifest(broken)
+    cut = tmp_path / "cut.dxrec"
+    cut.write_text('{"k":"header","format":"trio-dxlink-recording","version":1}\n')
+    with pytest.raises(RecordingError, match="no manifest"):
+        read_manifest(cut)
+    with pytest.raises(ValueError, match="speed"):
+        Replay(cut, speed=0)

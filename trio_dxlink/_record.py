@@ -1,0 +1,345 @@
+"""Recording a feed's connections at the transport seam (the format: ``_recording.py``).
+
+:func:`open_recorder` opens a file and a writer task; :meth:`Recorder.connector` wraps any
+:data:`~trio_dxlink.Connector` so every frame sent and received is queued for it. Queuing is a
+plain append (the reader never waits for the disk); the writer task serialises and writes
+batches in a worker thread. When more than ``max_buffer_bytes`` of frames wait, further frames
+are dropped, counted (:attr:`RecorderStatistics.dropped`), logged and marked in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import IO, Any
+
+import attrs
+import orjson
+import trio
+
+from ._exceptions import RecordingError
+from ._recording import FORMAT, REDACTED, VERSION, _zstd, safe_url
+from ._transport import Connector, Transport
+from ._util import unwrap_group
+
+__all__ = ["Recorder", "RecorderStatistics", "open_recorder", "recording_for"]
+
+log = logging.getLogger("trio_dxlink.record")
+
+DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
+
+_Pending = tuple[str, int, int, "str | bytes | int | None"]
+"""(kind, connection, t_ns, frame / count / reason) waiting for the writer."""
+
+
+@attrs.frozen
+class RecorderStatistics:
+    """What a :class:`Recorder` has done so far."""
+
+    frames: int
+    """Frames recorded (queued for writing)."""
+    bytes: int
+    """Characters of frame text recorded."""
+    dropped: int
+    """Frames not recorded because the write buffer was full."""
+    connections: int
+    """Connections recorded."""
+
+
+class Recorder:
+    """Writes the frames of the connections it wraps to a recording (see :func:`open_recorder`).
+
+    Pass it as ``open_dxlink(..., record=recorder)``, or wrap a connector yourself with
+    :meth:`connector`. One recorder may record one feed at a time.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_buffer_bytes: int) -> None:
+        self.path = os.fspath(path)
+        self._max_buffer = max_buffer_bytes
+        self._pending: list[_Pending] = []
+        self._pending_bytes = 0
+        self._wakeup = trio.Event()
+        self._t0 = trio.current_time()
+        self._started_ns = time.time_ns()
+        self._frames = 0
+        self._bytes = 0
+        self._dropped = 0
+        self._unmarked_drops: dict[int, int] = {}
+        self._connections: dict[int, dict[str, Any]] = {}
+        self._url: str | None = None
+
+    def statistics(self) -> RecorderStatistics:
+        """Counters so far."""
+        return RecorderStatistics(
+            frames=self._frames,
+            bytes=self._bytes,
+            dropped=self._dropped,
+            connections=len(self._connections),
+        )
+
+    def connector(self, inner: Connector) -> Connector:
+        """``inner``, with every connection it opens recorded."""
+
+        @asynccontextmanager
+        async def connect(url: str) -> AsyncIterator[Transport]:
+            async with inner(url) as transport:
+                conn = self._open(url)
+                reason = "closed"
+                try:
+                    yield _RecordingTransport(transport, self, conn)
+                except BaseException as exc:
+                    reason = f"{type(exc).__name__}: {exc}"[:300]
+                    raise
+                finally:
+                    self._queue("close", conn, reason, 0)
+
+        return connect
+
+    # --- the hot path: called by the transports, never waits ---
+
+    def _now(self) -> int:
+        return int((trio.current_time() - self._t0) * 1e9)
+
+    def _open(self, url: str) -> int:
+        conn = len(self._connections) + 1
+        safe = safe_url(url)
+        if self._url is None:
+            self._url = safe
+        self._connections[conn] = {"url": safe, "channels": {}}
+        self._queue("open", conn, safe, 0)
+        return conn
+
+    def _queue(self, kind: str, conn: int, payload: str | bytes | int | None, size: int) -> None:
+        self._pending.append((kind, conn, self._now(), payload))
+        self._pending_bytes += size
+        self._wakeup.set()
+
+    def frame(self, conn: int, kind: str, frame: str | bytes) -> None:
+        """Record one frame of connection ``conn`` (``kind``: ``"in"`` or ``"out"``)."""
+        size = len(frame)
+        if self._pending_bytes + size > self._max_buffer:
+            self._dropped += 1
+            if conn not in self._unmarked_drops:
+                log.warning("recording to %s fell behind; dropping frames", self.path)
+            self._unmarked_drops[conn] = self._unmarked_drops.get(conn, 0) + 1
+            return
+        if self._unmarked_drops:
+            for lost_conn, count in self._unmarked_drops.items():
+                self._queue("dropped", lost_conn, count, 0)
+            self._unmarked_drops.clear()
+        if isinstance(frame, str) and (kind == "out" or "FEED_DATA" not in frame[:64]):
+            frame = self._inspect(conn, frame)  # control frames: few and small
+        self._frames += 1
+        self._bytes += size
+        self._queue(kind, conn, frame, size)
+
+    def _inspect(self, conn: int, frame: str) -> str:
+        """Note what the manifest needs from a control frame; redact an AUTH frame's token."""
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return frame
+        if not isinstance(message, dict):
+            return frame
+        kind = message.get("type")
+        if kind == "AUTH" or "token" in message:
+            message["token"] = REDACTED
+            return orjson.dumps(message).decode()
+        channel = message.get("channel")
+        if not isinstance(channel, int) or channel == 0:
+            return frame
+        channels: dict[str, dict[str, Any]] = self._connections[conn]["channels"]
+        if kind == "CHANNEL_REQUEST":
+            channels[str(channel)] = {
+                "contract": message.get("parameters", {}).get("contract"),
+                "service": message.get("service"),
+                "event_fields": {},
+                "subscriptions": [],
+            }
+        entry = channels.get(str(channel))
+        if entry is None:
+            return frame
+        if kind == "FEED_CONFIG" and isinstance(message.get("eventFields"), dict):
+            entry["event_fields"].update(message["eventFields"])
+        elif kind == "FEED_SUBSCRIPTION":
+            subscriptions: list[dict[str, Any]] = entry["subscriptions"]
+            for item in message.get("add") or []:
+                if item not in subscriptions:
+                    subscriptions.append(item)
+        return frame
+
+    # --- the writer ---
+
+    def _manifest(self) -> dict[str, Any]:
+        return {
+            "k": "manifest",
+            "format": FORMAT,
+            "version": VERSION,
+            "library": _library_version(),
+            "url": self._url,
+            "started_ns": self._started_ns,
+            "ended_ns": self._started_ns + self._now(),
+            "frames": self._frames,
+            "bytes": self._bytes,
+            "dropped": self._dropped,
+            "connections": {str(n): info for n, info in self._connections.items()},
+        }
+
+    async def _write_loop(self, sink: _Sink) -> None:
+        while True:
+            await self._wakeup.wait()
+            try:
+                await self._flush(sink)
+            except OSError as exc:
+                raise RecordingError(f"cannot write recording {self.path!r}: {exc}") from exc
+
+    async def _flush(self, sink: _Sink) -> None:
+        """Write what is queued. The queued frames count against the buffer until written."""
+        self._wakeup = trio.Event()
+        batch, self._pending = self._pending, []
+        size = self._pending_bytes
+        if not batch:
+            return
+        try:
+            await trio.to_thread.run_sync(sink.write_batch, batch)
+        except BaseException:
+            self._pending[:0] = batch  # not written (cancelled before the thread started)
+            raise
+        self._pending_bytes -= size
+
+
+class _RecordingTransport:
+    """A :class:`Transport` that records what passes through it."""
+
+    def __init__(self, inner: Transport, recorder: Recorder, conn: int) -> None:
+        self._inner = inner
+        self._recorder = recorder
+        self._conn = conn
+
+    async def send(self, text: str) -> None:
+        self._recorder.frame(self._conn, "out", text)
+        await self._inner.send(text)
+
+    async def receive(self) -> str | bytes:
+        frame = await self._inner.receive()
+        self._recorder.frame(self._conn, "in", frame)
+        return frame
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Sink:
+    """The file side, used from a worker thread: serialises batches of records and writes them
+    (through a zstd compressor if asked)."""
+
+    def __init__(self, path: str, compress: bool) -> None:
+        try:
+            self._raw: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise RecordingError(f"cannot write recording {path!r}: {exc}") from exc
+        self._out: Any = self._raw
+        if compress:
+            self._out = _zstd().ZstdCompressor(level=3).stream_writer(self._raw, closefd=False)
+
+    def write_line(self, record: dict[str, Any]) -> None:
+        self._out.write(orjson.dumps(record) + b"\n")
+
+    def write_batch(self, batch: list[_Pending]) -> None:
+        dumps = orjson.dumps
+        lines = []
+        for kind, conn, t, payload in batch:
+            record: dict[str, Any] = {"k": kind, "c": conn, "t": t}
+            if kind in ("in", "out"):
+                if isinstance(payload, str):
+                    record["f"] = payload
+                else:
+                    record["b"] = base64.b64encode(payload).decode()  # type: ignore[arg-type]
+            elif kind == "open":
+                record["url"] = payload
+            elif kind == "close":
+                record["reason"] = payload
+            else:
+                record["count"] = payload
+            lines.append(dumps(record))
+        lines.append(b"")
+        self._out.write(b"\n".join(lines))
+
+    def close(self) -> None:
+        try:
+            if self._out is not self._raw:
+                self._out.close()
+        finally:
+            self._raw.close()
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@asynccontextmanager
+async def open_recorder(
+    path: str | os.PathLike[str],
+    *,
+    compress: bool | None = None,
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+) -> AsyncIterator[Recorder]:
+    """Record to ``path`` for the duration of the block (format: see ``docs/record-replay.md``).
+
+    ``compress``: write one zstd stream (needs ``pip install 'trio-dxlink[zstd]'``); the
+    default compresses when ``path`` ends in ``.zst``. ``max_buffer_bytes``: how much frame text
+    may wait for the disk before frames are dropped (counted and marked in the file). Leaving the
+    block writes what is queued and the manifest, and closes the file.
+    """
+    if max_buffer_bytes <= 0:
+        raise ValueError(f"max_buffer_bytes must be positive, got {max_buffer_bytes}")
+    if compress is None:
+        compress = os.fspath(path).endswith(".zst")
+    sink = await trio.to_thread.run_sync(_Sink, os.fspath(path), compress)
+    recorder = Recorder(path, max_buffer_bytes)
+    try:
+        header = {
+            "k": "header",
+            "format": FORMAT,
+            "version": VERSION,
+            "library": _library_version(),
+            "started_ns": recorder._started_ns,
+        }
+        await trio.to_thread.run_sync(sink.write_line, header)
+        with unwrap_group():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(recorder._write_loop, sink)
+                try:
+                    yield recorder
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await recorder._flush(sink)
+            await trio.to_thread.run_sync(sink.write_line, recorder._manifest())
+            await trio.to_thread.run_sync(sink.close)
+        if recorder._dropped:
+            log.warning(
+                "recording %s: %d frames dropped (the disk fell behind)",
+                recorder.path,
+                recorder._dropped,
+            )
+
+
+@asynccontextmanager
+async def recording_for(
+    record: str | os.PathLike[str] | Recorder | None,
+) -> AsyncIterator[Recorder | None]:
+    """``open_dxlink(record=...)``: a path is recorded to for the block; a :class:`Recorder`
+    is used as it is (its owner closes it); ``None`` records nothing."""
+    if record is None or isinstance(record, Recorder):
+        yield record
+        return
+    async with open_recorder(record) as recorder:
+        yield recorder

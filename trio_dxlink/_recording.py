@@ -1,0 +1,131 @@
+"""The recording file format (``.dxrec``), shared by the recorder, the replay and the exports.
+
+A recording is UTF-8 text, one JSON object per line (NDJSON), optionally compressed as one zstd
+stream (a file that starts with zstd's magic number is decompressed on reading, whatever its
+name). Every line has a ``"k"`` (kind):
+
+``header`` (the first line)
+    ``format`` (``"trio-dxlink-recording"``), ``version`` (1), ``library`` (trio_dxlink's
+    version), ``started_ns`` (wall-clock time of the start, ns since the Unix epoch).
+``open``
+    A connection was opened: ``c`` (its number, 1, 2, ... within the recording), ``t``,
+    ``url`` (without query string or credentials).
+``in`` / ``out``
+    One WebSocket frame received / sent: ``c``, ``t``, and ``f`` (the frame's text, exactly,
+    as a JSON string) or ``b`` (a binary frame, base64). AUTH frames are written with their
+    ``token`` replaced by ``"<redacted>"``.
+``dropped``
+    ``count`` frames of connection ``c`` were not written because the disk fell behind
+    (written before the next frame that was).
+``close``
+    Connection ``c`` ended at ``t``; ``reason`` says how.
+``manifest`` (the last line)
+    ``started_ns``, ``ended_ns``, ``library``, ``url``, ``frames``, ``bytes``, ``dropped`` and
+    ``connections``: for each connection number (a string), its ``url`` and ``channels``: for
+    each channel number (a string), ``contract``, ``event_fields`` (the fields the server
+    negotiated per event type, from its FEED_CONFIG) and ``subscriptions`` (every
+    ``{"type", "symbol", ...}`` entry the client subscribed on it, in order, once each).
+
+``t`` is the time of the record in ns since the start of the recording, on trio's clock (so a
+recording made under :class:`trio.testing.MockClock` has the mock's spacing); the wall-clock
+time of a record is ``started_ns + t``. Connections follow one another: each ``open`` is
+followed by that connection's records and its ``close`` before the next ``open``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+import orjson
+
+from ._exceptions import RecordingError
+
+__all__ = ["FORMAT", "VERSION", "iter_records", "open_text", "read_manifest", "safe_url"]
+
+FORMAT = "trio-dxlink-recording"
+VERSION = 1
+REDACTED = "<redacted>"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its query string, fragment or user credentials (which may hold a token)."""
+    url = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        url = f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+    return url
+
+
+def _zstd() -> Any:
+    try:
+        import zstandard
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RecordingError(
+            "compressed recordings need the 'zstandard' package: pip install 'trio-dxlink[zstd]'"
+        ) from exc
+    return zstandard
+
+
+def open_text(path: str | os.PathLike[str]) -> IO[str]:
+    """``path`` opened for reading as text, decompressed if it is zstd."""
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    except OSError as exc:
+        raise RecordingError(f"cannot open recording {os.fspath(path)!r}: {exc}") from exc
+    if raw.read(4) == ZSTD_MAGIC:
+        raw.seek(0)
+        reader = _zstd().ZstdDecompressor().stream_reader(raw, closefd=True)
+        return io.TextIOWrapper(io.BufferedReader(reader), encoding="utf-8")
+    raw.seek(0)
+    return io.TextIOWrapper(raw, encoding="utf-8")
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every record of the recording at ``path``, in order, as dicts (see the module's
+    docstring for their keys). The header is checked; a bad line is a :class:`RecordingError`
+    naming its number."""
+    with open_text(path) as text:
+        for number, line in enumerate(text, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise RecordingError(f"{os.fspath(path)}:{number}: not JSON ({exc})") from exc
+            if not isinstance(record, dict) or "k" not in record:
+                raise RecordingError(f"{os.fspath(path)}:{number}: not a recording record")
+            if number == 1 and (
+                record.get("k") != "header"
+                or record.get("format") != FORMAT
+                or record.get("version") != VERSION
+            ):
+                raise RecordingError(
+                    f"{os.fspath(path)} is not a trio_dxlink recording (version {VERSION})"
+                )
+            yield record
+
+
+def frame_of(record: dict[str, Any]) -> str | bytes:
+    """The frame an ``in``/``out`` record holds."""
+    if "f" in record:
+        text: str = record["f"]
+        return text
+    return base64.b64decode(record["b"])
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest (last line) of a recording. Raises :class:`RecordingError` if the
+    recording has none (it was cut short)."""
+    manifest: dict[str, Any] | None = None
+    for record in iter_records(path):
+        if record["k"] == "manifest":
+            manifest = record
+    if manifest is None:
+        raise RecordingError(f"{os.fspath(path)} has no manifest (the recording was cut short)")
+    return manifest
