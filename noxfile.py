@@ -42,7 +42,7 @@ failure."""
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite against the local DXLink server (see the module docstring)."""
-    session.install("-e", ".[test,websockets]")
+    session.install("-e", ".[test]")
     if session.posargs:
         selection = session.posargs
     elif session.python == FULL_SUITE_PYTHON:
@@ -55,7 +55,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(name="tests-pure")
 def tests_pure(session: nox.Session) -> None:
     """Run the test suite on the pure-Python code paths (the C speedups turned off)."""
-    session.install("-e", ".[test,websockets]")
+    session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs, env={"TRIO_DXLINK_NO_SPEEDUPS": "1"})
 
 
