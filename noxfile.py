@@ -1,4 +1,10 @@
-"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``."""
+"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``.
+
+``tests`` runs on every supported Python (``tests-3.10`` ... ``tests-3.13``): the whole suite on
+:data:`FULL_SUITE_PYTHON`, and :data:`FAST_SUBSET` on the others, to keep CI short (``.ci/run``
+runs the whole suite on 3.11 itself and these sessions for the other versions). Arguments after
+``--`` replace the selection: ``nox -s tests-3.13 -- -q`` runs the whole suite there too.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,43 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+"""Every Python version trio_dxlink supports (``requires-python >= 3.10``)."""
 
-@nox.session
+FULL_SUITE_PYTHON = "3.11"
+
+FAST_SUBSET = [
+    "-x",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+    "-m",
+    "not soak",
+    # The slowest files (the CLI's subprocesses, every docs block, the fuzzers, the
+    # JavaScript and tastytrade clients); they run on FULL_SUITE_PYTHON.
+    "--ignore=tests/test_docs.py",
+    "--ignore=tests/test_cli.py",
+    "--ignore=tests/test_cli_book.py",
+    "--ignore=tests/test_fuzz.py",
+    "--ignore=tests/test_properties.py",
+    "--ignore=tests/test_js_compat.py",
+    "--ignore=tests/test_tastytrade_sdk.py",
+]
+"""What the other versions run: everything but the slowest files, stopping at the first
+failure."""
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite against the local DXLink server."""
+    """Run the test suite against the local DXLink server (see the module docstring)."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    if session.posargs:
+        selection = session.posargs
+    elif session.python == FULL_SUITE_PYTHON:
+        selection = []
+    else:
+        selection = FAST_SUBSET
+    session.run("python", "-m", "pytest", *selection)
 
 
 @nox.session(name="tests-pure")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from trio_dxlink._channel_key import ChannelKey as K
 from trio_dxlink._connection import ClientConnection, ConnectionState
 from trio_dxlink._desired import DesiredState
 from trio_dxlink._exceptions import (
@@ -40,24 +41,24 @@ from trio_dxlink.events import Candle, Event, Order, Quote
 
 def test_a_wire_subscription_is_added_by_its_first_holder_and_removed_by_its_last() -> None:
     state = DesiredState()
-    assert state.add("a", "Quote", ["SPY", "QQQ"]) == [
+    assert state.add("a", K("Quote"), ["SPY", "QQQ"]) == [
         SubscriptionEntry("Quote", "SPY"),
         SubscriptionEntry("Quote", "QQQ"),
     ]
-    assert state.add("b", "Quote", ["SPY"]) == []  # already on the wire
-    assert state.add("b", "Quote", ["SPY"]) == []  # idempotent
+    assert state.add("b", K("Quote"), ["SPY"]) == []  # already on the wire
+    assert state.add("b", K("Quote"), ["SPY"]) == []  # idempotent
     assert len(state) == 2
-    assert state.remove("a", "Quote", ["SPY"]) == []  # b still holds it
-    assert state.remove("a", "Quote", ["SPY"]) == []  # a no longer does
-    assert state.remove("b", "Quote", ["SPY"]) == [SubscriptionEntry("Quote", "SPY")]
-    assert state.replay() == {"Quote": [SubscriptionEntry("Quote", "QQQ")]}
+    assert state.remove("a", K("Quote"), ["SPY"]) == []  # b still holds it
+    assert state.remove("a", K("Quote"), ["SPY"]) == []  # a no longer does
+    assert state.remove("b", K("Quote"), ["SPY"]) == [SubscriptionEntry("Quote", "SPY")]
+    assert state.replay() == {K("Quote"): [SubscriptionEntry("Quote", "QQQ")]}
 
 
 def test_sources_are_separate_wire_subscriptions() -> None:
     state = DesiredState()
-    assert len(state.add("a", "Order", ["SPY"], source="NTV")) == 1
-    assert len(state.add("b", "Order", ["SPY"], source="DEX")) == 1
-    assert state.remove("a", "Order", ["SPY"], source="NTV") == [
+    assert len(state.add("a", K("Order"), ["SPY"], source="NTV")) == 1
+    assert len(state.add("b", K("Order"), ["SPY"], source="DEX")) == 1
+    assert state.remove("a", K("Order"), ["SPY"], source="NTV") == [
         SubscriptionEntry("Order", "SPY", None, "NTV")
     ]
 
@@ -66,19 +67,19 @@ def test_each_holder_keeps_its_from_time_and_replay_uses_the_earliest() -> None:
     # Regression: the wire entry used to take the newest from_time and never give it back,
     # so after a reconnect the older holder was replayed from the wrong time.
     state = DesiredState()
-    assert state.add("old", "Candle", ["AAPL{=5m}"], from_time=1_000) == [
+    assert state.add("old", K("Candle"), ["AAPL{=5m}"], from_time=1_000) == [
         SubscriptionEntry("Candle", "AAPL{=5m}", 1_000)
     ]
     # A newer holder re-sends the subscription so that it gets its own snapshot.
-    assert state.add("new", "Candle", ["AAPL{=5m}"], from_time=5_000) == [
+    assert state.add("new", K("Candle"), ["AAPL{=5m}"], from_time=5_000) == [
         SubscriptionEntry("Candle", "AAPL{=5m}", 5_000)
     ]
-    assert state.replay() == {"Candle": [SubscriptionEntry("Candle", "AAPL{=5m}", 1_000)]}
-    state.remove("new", "Candle", ["AAPL{=5m}"])
-    assert state.replay() == {"Candle": [SubscriptionEntry("Candle", "AAPL{=5m}", 1_000)]}
-    state.add("live", "Candle", ["AAPL{=5m}"])  # no from_time: nothing to re-send
-    state.remove("old", "Candle", ["AAPL{=5m}"])
-    assert state.replay() == {"Candle": [SubscriptionEntry("Candle", "AAPL{=5m}", None)]}
+    assert state.replay() == {K("Candle"): [SubscriptionEntry("Candle", "AAPL{=5m}", 1_000)]}
+    state.remove("new", K("Candle"), ["AAPL{=5m}"])
+    assert state.replay() == {K("Candle"): [SubscriptionEntry("Candle", "AAPL{=5m}", 1_000)]}
+    state.add("live", K("Candle"), ["AAPL{=5m}"])  # no from_time: nothing to re-send
+    state.remove("old", K("Candle"), ["AAPL{=5m}"])
+    assert state.replay() == {K("Candle"): [SubscriptionEntry("Candle", "AAPL{=5m}", None)]}
 
 
 # --- Router ---
@@ -91,6 +92,7 @@ class Handle:
         self, event_type: type[Event], symbols: list[str], source: str | None = None
     ) -> None:
         self.event_type = event_type
+        self.channel_key = K(event_type.EVENT_TYPE)
         self.source = source
         self.symbols = frozenset(symbols)
         self.got: list[Any] = []
@@ -113,7 +115,7 @@ def test_one_handle_gets_its_symbols_and_the_rest_is_counted() -> None:
     router = Router()
     spy = Handle(Quote, ["SPY"])
     routed(router, spy)
-    router.dispatch(Quote, *quotes("SPY", "IBM", "SPY"))
+    router.dispatch(K("Quote"), *quotes("SPY", "IBM", "SPY"))
     assert [e.event_symbol for e in spy.got] == ["SPY", "SPY"]
     assert router.unrouted == 1
     assert router.events == 3
@@ -125,7 +127,7 @@ def test_several_handles_share_a_batch_in_order() -> None:
     router = Router()
     a, b = Handle(Quote, ["SPY", "QQQ"]), Handle(Quote, ["QQQ"])
     routed(router, a, b)
-    router.dispatch(Quote, *quotes("QQQ", "SPY", "QQQ"))
+    router.dispatch(K("Quote"), *quotes("QQQ", "SPY", "QQQ"))
     assert [e.event_symbol for e in a.got] == ["QQQ", "SPY", "QQQ"]
     assert [e.event_symbol for e in b.got] == ["QQQ", "QQQ"]
 
@@ -135,7 +137,7 @@ def test_wildcard_and_source_filters() -> None:
     every, ntv = Handle(Order, ["*"]), Handle(Order, ["SPY"], source="NTV")
     routed(router, every, ntv)
     events: list[Event] = [Order("SPY", source="NTV"), Order("SPY", source="DEX"), Order("X")]
-    router.dispatch(Order, events, [e.event_symbol for e in events])
+    router.dispatch(K("Order"), events, [e.event_symbol for e in events])
     assert every.got == events
     assert ntv.got == events[:1]
 
@@ -146,11 +148,11 @@ def test_candle_spellings_share_a_route_until_the_last_is_removed() -> None:
     routed(router, handle)
     handle.symbols = frozenset({"AAPL{=5m}"})
     router.remove(handle, ["AAPL{=5m,price=last}"])
-    router.dispatch(Candle, [Candle("AAPL{=5m}")], ["AAPL{=5m}"])
+    router.dispatch(K("Candle"), [Candle("AAPL{=5m}")], ["AAPL{=5m}"])
     assert len(handle.got) == 1
     handle.symbols = frozenset()
     router.remove(handle, ["AAPL{=5m}"])
-    router.dispatch(Candle, [Candle("AAPL{=5m}")], ["AAPL{=5m}"])
+    router.dispatch(K("Candle"), [Candle("AAPL{=5m}")], ["AAPL{=5m}"])
     assert len(handle.got) == 1
     assert router.unrouted == 1
 

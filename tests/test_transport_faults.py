@@ -37,8 +37,15 @@ CONNECTORS: dict[str, Callable[..., Connector]] = {
 }
 
 
+def needs_websockets_trio() -> None:
+    """websockets' trio client ships only for Python 3.11+ (websockets 16 has none on 3.10)."""
+    pytest.importorskip("websockets.trio.client", reason="websockets has no trio client here")
+
+
 @pytest.fixture(params=sorted(CONNECTORS))
 def make_connector(request: pytest.FixtureRequest) -> Callable[..., Connector]:
+    if request.param == "websockets":
+        needs_websockets_trio()
     return CONNECTORS[request.param]
 
 
@@ -158,6 +165,7 @@ async def test_tls_with_a_trusted_certificate_works_end_to_end(
 async def test_tls_with_the_websockets_connector(
     server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
+    needs_websockets_trio()
     connector = websockets_connector(ssl_context=client_tls)
     async with (
         open_dxlink_server(market=pinned_market(), ssl_context=server_tls) as srv,

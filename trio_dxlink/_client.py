@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +29,7 @@ import trio
 
 from . import _connection as c
 from ._book import O
+from ._channel_key import ChannelKey, subscription_channel
 from ._desired import DesiredState
 from ._dom import DepthOfMarket, DomHandles
 from ._dom_channel import DEFAULT_DEPTH
@@ -49,9 +49,6 @@ from .events import Event, Order, TimeSeriesEvent
 
 if TYPE_CHECKING:
     import datetime as dt
-
-if sys.version_info < (3, 11):
-    pass
 
 __all__ = [
     "NO_RECONNECT",
@@ -128,6 +125,8 @@ class DXLinkFeed(LatestReads):
         overflow: Overflow | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         notify_gaps: bool = False,
+        fields: Iterable[str] | None = None,
+        aggregation_period: float | None = None,
     ) -> Subscription[E]:
         """A subscription handle for ``event_type`` events of ``symbols``; enter it to start.
 
@@ -149,22 +148,41 @@ class DXLinkFeed(LatestReads):
                 what a wildcard ("*") handle collects.
             notify_gaps: raise :class:`~trio_dxlink.DataGapError` from the handle, once, where
                 a lost connection may have left a gap in its events (it can be read on after).
+            fields: ask the server for these fields only (``["bid_price", "ask_price"]``, or as
+                dxLink spells them, ``"bidPrice"``); the others keep their defaults (``nan``,
+                ``0``, ``None``). The symbol, and what indexed events are routed by, are always
+                kept. Default: every field.
+            aggregation_period: seconds over which the server may conflate this handle's
+                events (default: the feed's ``aggregation_period``).
+
+        Handles with the same ``fields`` and ``aggregation_period`` share one FEED channel per
+        event type; each distinct pair opens a channel of its own (again after a reconnect).
 
         Raises:
             SymbolError: a malformed candle symbol (the parser's message).
+            ValueError: an option the event type does not take, an unknown field, a period
+                that is not positive, ``fields``/``aggregation_period`` with ``from_time``.
         """
-        from_time = check_subscription(event_type, from_time, source)
+        start = check_subscription(event_type, from_time, source)
+        key = subscription_channel(
+            event_type,
+            history=start is not None,
+            source=source,
+            fields=fields,
+            aggregation_period=aggregation_period,
+        )
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         return Subscription(
             self,
             event_type,
             symbols,
-            from_time=from_time,
+            from_time=start,
             source=source,
             overflow=overflow,
             max_buffer=max_buffer,
             notify_gaps=notify_gaps,
+            channel_key=key,
         )
 
     def order_book(
@@ -340,13 +358,13 @@ class DXLinkFeed(LatestReads):
 
     def _want(self, handle: Subscription[Any], symbols: list[str]) -> None:
         """Hold the wire subscriptions of ``handle``'s ``symbols``, sending the new ones."""
-        name = handle.event_type.EVENT_TYPE
+        key = handle.channel_key
         added = self._desired.add(
-            handle, name, symbols, from_time=handle.from_time, source=handle.source
+            handle, key, symbols, from_time=handle.from_time, source=handle.source
         )
         live = self._live
         if added and live is not None and live.usable():
-            live.subscribe(name, added)
+            live.subscribe(key, added)
 
     def remove_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
         symbols = list(symbols)
@@ -361,11 +379,11 @@ class DXLinkFeed(LatestReads):
 
     def _unwant(self, handle: Subscription[Any], symbols: list[str]) -> list[SubscriptionEntry]:
         """Let go of ``handle``'s hold on ``symbols``; the removed wire subscriptions."""
-        name = handle.event_type.EVENT_TYPE
-        removed = self._desired.remove(handle, name, symbols, source=handle.source)
+        key = handle.channel_key
+        removed = self._desired.remove(handle, key, symbols, source=handle.source)
         live = self._live
         if removed and live is not None and live.usable():
-            live.unsubscribe(name, removed)
+            live.unsubscribe(key, removed)
         return removed
 
     # --- history lanes (_history.LaneHost) ---
@@ -394,7 +412,7 @@ class DXLinkFeed(LatestReads):
     def replay_dom(self) -> list[DepthOfMarket]:
         return self._doms.replay()
 
-    def replay(self) -> dict[str, list[SubscriptionEntry]]:
+    def replay(self) -> dict[ChannelKey, list[SubscriptionEntry]]:
         return self._desired.replay()
 
     def closing(self) -> bool:
@@ -423,7 +441,10 @@ class DXLinkFeed(LatestReads):
         live = self._live
         lane = None if live is None else live.lane_of.get(batch.channel)
         if lane is None:
-            self._router.dispatch(batch.event_type, batch.events, batch.symbols)
+            key = None if live is None else live.key_of.get(batch.channel)
+            if key is None:  # a channel the feed did not open for a key (none today)
+                key = ChannelKey(batch.event_type.EVENT_TYPE)
+            self._router.dispatch(key, batch.events, batch.symbols)
             return
         self._router.events += len(batch.events)
         shares, actions = self._lanes.dispatch(lane, batch.event_type.EVENT_TYPE, batch.events)
@@ -434,12 +455,15 @@ class DXLinkFeed(LatestReads):
 
     def skipped(self, live: Live, skipped: c.DataSkipped) -> None:
         self._skipped += skipped.events
-        name = skipped.event_type
-        if name is None and skipped.channel is not None:
-            name = live.type_of.get(skipped.channel)
-        if name is not None:
-            for handle in self._router.handles(name):
-                handle._mark_skipped(skipped.events, skipped.reason)
+        key = None if skipped.channel is None else live.key_of.get(skipped.channel)
+        if key is not None:
+            handles = self._router.handles(key)
+        elif skipped.event_type is not None:
+            handles = self._router.handles_of_type(skipped.event_type)
+        else:
+            handles = []
+        for handle in handles:
+            handle._mark_skipped(skipped.events, skipped.reason)
 
     def lane_failed(self, lane: int, error: ChannelError) -> None:
         log.warning("%s; failing the history requests on it", error)
@@ -457,9 +481,9 @@ class DXLinkFeed(LatestReads):
         self._send_lanes(actions)
         request.owner.lane_failed(request, error)
 
-    def channel_failed(self, event_type: str, error: ChannelError) -> None:
-        log.warning("%s; failing the %s subscriptions on it", error, event_type)
-        for handle in self._router.handles(event_type):
+    def channel_failed(self, key: ChannelKey, error: ChannelError) -> None:
+        log.warning("%s; failing the %s subscriptions on it", error, key.event_type)
+        for handle in self._router.handles(key):
             handle._fail(error)
 
     # --- the connection loop ---

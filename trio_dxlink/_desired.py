@@ -1,6 +1,8 @@
 """The feed's desired state: which wire subscriptions exist and who holds them (pure).
 
-A wire subscription is one (event type, symbol, source) the server is asked for. Several
+A wire subscription is one (channel, symbol, source) the server is asked for, where the channel
+(:class:`~trio_dxlink._channel_key.ChannelKey`) is the event type with the subscription's field
+list and aggregation period. Several
 handles may hold the same one; it is added to the wire when its first holder arrives and
 removed when its last holder leaves. Each holder may want history from its own ``from_time``:
 
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
+from ._channel_key import ChannelKey
 from ._messages import SubscriptionEntry
 
 __all__ = ["DesiredState", "WireKey"]
 
-WireKey = tuple[str, str, "str | None"]
-"""(event type, symbol, source): the identity of one wire subscription."""
+WireKey = tuple[ChannelKey, str, "str | None"]
+"""(channel, symbol, source): the identity of one wire subscription."""
 
 
 class DesiredState:
@@ -37,7 +40,7 @@ class DesiredState:
     def add(
         self,
         holder: Hashable,
-        event_type: str,
+        channel: ChannelKey,
         symbols: Iterable[str],
         *,
         from_time: int | None = None,
@@ -46,7 +49,7 @@ class DesiredState:
         """``holder`` wants these symbols; returns the entries to send as additions."""
         added = []
         for symbol in symbols:
-            key = (event_type, symbol, source)
+            key = (channel, symbol, source)
             holders = self._holders.get(key)
             if holders is None:
                 holders = self._holders[key] = {}
@@ -55,13 +58,13 @@ class DesiredState:
             first = not holders
             holders[holder] = from_time
             if first or from_time is not None:
-                added.append(SubscriptionEntry(event_type, symbol, from_time, source))
+                added.append(SubscriptionEntry(channel.event_type, symbol, from_time, source))
         return added
 
     def remove(
         self,
         holder: Hashable,
-        event_type: str,
+        channel: ChannelKey,
         symbols: Iterable[str],
         *,
         source: str | None = None,
@@ -69,14 +72,14 @@ class DesiredState:
         """``holder`` no longer wants these symbols; returns the entries to send as removals."""
         removed = []
         for symbol in symbols:
-            key = (event_type, symbol, source)
+            key = (channel, symbol, source)
             holders = self._holders.get(key)
             if holders is None or holder not in holders:
                 continue
             del holders[holder]
             if not holders:
                 del self._holders[key]
-                removed.append(SubscriptionEntry(event_type, symbol, None, source))
+                removed.append(SubscriptionEntry(channel.event_type, symbol, None, source))
         return removed
 
     def holders(self) -> set[Hashable]:
@@ -105,13 +108,13 @@ class DesiredState:
         if holders is None:
             return None
         times = [t for t in holders.values() if t is not None]
-        return SubscriptionEntry(key[0], key[1], min(times) if times else None, key[2])
+        return SubscriptionEntry(key[0].event_type, key[1], min(times) if times else None, key[2])
 
-    def replay(self) -> dict[str, list[SubscriptionEntry]]:
-        """Every wire subscription, by event type, as a fresh connection should ask for it."""
-        by_type: dict[str, list[SubscriptionEntry]] = {}
+    def replay(self) -> dict[ChannelKey, list[SubscriptionEntry]]:
+        """Every wire subscription, by channel, as a fresh connection should ask for it."""
+        by_channel: dict[ChannelKey, list[SubscriptionEntry]] = {}
         for key in self._holders:
             entry = self.entry(key)
             assert entry is not None
-            by_type.setdefault(key[0], []).append(entry)
-        return by_type
+            by_channel.setdefault(key[0], []).append(entry)
+        return by_channel

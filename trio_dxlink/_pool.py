@@ -37,6 +37,7 @@ import trio
 
 from . import _connection as c
 from ._arguments import token_source_for
+from ._channel_key import ChannelKey
 from ._client import DEFAULT_MAX_HISTORY_REQUESTS, DXLinkFeed
 from ._desired import WireKey
 from ._exceptions import ConnectionClosedError, PoolFullError
@@ -144,15 +145,13 @@ class _Shard(DXLinkFeed):
         super()._set_state(state)
         self._pool._state_may_have_changed()
 
-    def _send(self, entries: list[SubscriptionEntry], *, add: bool) -> None:
+    def _send(self, entries: dict[ChannelKey, list[SubscriptionEntry]], *, add: bool) -> None:
         live = self._live
-        if not entries or live is None or not live.usable():
+        if live is None or not live.usable():
             return
-        by_type: dict[str, list[SubscriptionEntry]] = defaultdict(list)
-        for entry in entries:
-            by_type[entry.type].append(entry)
-        for name, group in by_type.items():
-            (live.subscribe if add else live.unsubscribe)(name, group)
+        for key, group in entries.items():
+            if group:
+                (live.subscribe if add else live.unsubscribe)(key, group)
 
 
 class DXLinkPool(LatestReads):
@@ -308,13 +307,16 @@ class DXLinkPool(LatestReads):
             excess = loads[shard] - target
             if excess <= 0:
                 continue
-            removed: list[SubscriptionEntry] = []
-            added: dict[_Shard, list[SubscriptionEntry]] = defaultdict(list)
+            removed: dict[ChannelKey, list[SubscriptionEntry]] = defaultdict(list)
+            added: dict[_Shard, dict[ChannelKey, list[SubscriptionEntry]]] = defaultdict(
+                lambda: defaultdict(list)
+            )
             for key in shard._desired.keys()[-excess:]:
                 dest = min(loads, key=loads.__getitem__)
                 entry = dest._desired.put(key, shard._desired.take(key))
-                removed.append(SubscriptionEntry(*key[:2], None, key[2]))
-                added[dest].append(entry)
+                channel, symbol, source = key
+                removed[channel].append(SubscriptionEntry(channel.event_type, symbol, None, source))
+                added[dest][channel].append(entry)
                 self._shard_of[key] = dest
                 loads[dest] += 1
                 loads[shard] -= 1
@@ -347,7 +349,7 @@ class DXLinkPool(LatestReads):
         if handle not in self._handles:
             return
         symbols = list(symbols)
-        placed = self._place(handle.event_type.EVENT_TYPE, symbols, handle.source)
+        placed = self._place(handle.channel_key, symbols, handle.source)
         self._router.add(handle, symbols)
         for shard, share in placed.items():
             shard._want(handle, share)
@@ -355,7 +357,7 @@ class DXLinkPool(LatestReads):
     def remove_symbols(self, handle: Subscription[Any], symbols: Iterable[str]) -> None:
         symbols = list(symbols)
         self._router.remove(handle, symbols)
-        name, source = handle.event_type.EVENT_TYPE, handle.source
+        name, source = handle.channel_key, handle.source
         groups: dict[_Shard, list[str]] = defaultdict(list)
         for symbol in symbols:
             shard = self._shard_of.get((name, symbol, source))
@@ -363,12 +365,12 @@ class DXLinkPool(LatestReads):
                 groups[shard].append(symbol)
         for shard, share in groups.items():
             for entry in shard._unwant(handle, share):
-                del self._shard_of[entry.key]
+                del self._shard_of[(name, entry.symbol, entry.source)]
 
     # --- placement ---
 
     def _place(
-        self, event_type: str, symbols: list[str], source: str | None
+        self, event_type: ChannelKey, symbols: list[str], source: str | None
     ) -> dict[_Shard, list[str]]:
         """Which connection each symbol's wire subscription is on, placing the new ones
         (opening connections as needed); raises :class:`PoolFullError` before changing
@@ -404,7 +406,7 @@ class DXLinkPool(LatestReads):
 
     def _assign(
         self,
-        event_type: str,
+        event_type: ChannelKey,
         source: str | None,
         shard: _Shard,
         pending: Iterable[str],

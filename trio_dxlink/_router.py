@@ -1,6 +1,7 @@
 """Routing decoded events to subscription handles: a pure module (no trio, no clock).
 
-A :class:`Router` knows, per event type, which handles want which symbols, and hands each
+A :class:`Router` knows, per channel (:class:`~trio_dxlink._channel_key.ChannelKey`: an event
+type with a subscription's field list and period), which handles want which symbols, and hands each
 handle its share of a decoded batch in one synchronous call. It also keeps the latest event of
 every routed symbol (what :meth:`~trio_dxlink.DXLinkFeed.get_event` answers from). It knows
 nothing about connections, so one router can serve several connection runners.
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from ._accel import speedups
+from ._channel_key import ChannelKey
 from .events import Candle, Event
 from .symbols import normalize_candle_symbol
 
@@ -31,6 +33,9 @@ class Receiver(Protocol):
 
     @property
     def source(self) -> str | None: ...
+
+    @property
+    def channel_key(self) -> ChannelKey: ...
 
     @property
     def symbols(self) -> frozenset[str]: ...
@@ -100,12 +105,12 @@ def aliases(event_type: type[Event], symbol: str) -> list[str]:
 
 
 class Router:
-    """Per event type: symbol → the handles it goes to; plus the latest event per symbol."""
+    """Per channel: symbol → the handles it goes to; plus the latest event per symbol."""
 
     def __init__(self) -> None:
-        self._routes: dict[str, dict[str, list[Receiver]]] = {}
-        self._handles_of: dict[str, dict[Receiver, None]] = {}
-        self._latest: dict[str, dict[str, Event]] = {}
+        self._routes: dict[ChannelKey, dict[str, list[Receiver]]] = {}
+        self._handles_of: dict[ChannelKey, dict[Receiver, None]] = {}
+        self._latest: dict[ChannelKey, dict[str, Event]] = {}
         self.unrouted = 0
         """Events for symbols no handle wanted (counted, not delivered)."""
         self.events = 0
@@ -114,18 +119,27 @@ class Router:
     # --- membership ---
 
     def attach(self, handle: Receiver) -> None:
-        self._handles_of.setdefault(handle.event_type.EVENT_TYPE, {})[handle] = None
+        self._handles_of.setdefault(handle.channel_key, {})[handle] = None
 
     def detach(self, handle: Receiver) -> None:
-        self._handles_of.get(handle.event_type.EVENT_TYPE, {}).pop(handle, None)
+        self._handles_of.get(handle.channel_key, {}).pop(handle, None)
 
-    def handles(self, event_type: str) -> Sequence[Receiver]:
-        """The attached handles of one event type."""
-        return list(self._handles_of.get(event_type, ()))
+    def handles(self, key: ChannelKey) -> Sequence[Receiver]:
+        """The attached handles of one channel."""
+        return list(self._handles_of.get(key, ()))
+
+    def handles_of_type(self, event_type: str) -> Sequence[Receiver]:
+        """The attached handles of one event type, whatever their channel."""
+        return [
+            handle
+            for key, handles in self._handles_of.items()
+            if key.event_type == event_type
+            for handle in handles
+        ]
 
     def add(self, handle: Receiver, symbols: Iterable[str]) -> None:
-        """Route ``symbols`` (of the handle's type) to ``handle``."""
-        table = self._routes.setdefault(handle.event_type.EVENT_TYPE, {})
+        """Route ``symbols`` (of the handle's channel) to ``handle``."""
+        table = self._routes.setdefault(handle.channel_key, {})
         for symbol in symbols:
             for alias in aliases(handle.event_type, symbol):
                 route = table.get(alias)
@@ -136,8 +150,8 @@ class Router:
 
     def remove(self, handle: Receiver, symbols: Iterable[str]) -> None:
         """Stop routing ``symbols`` to ``handle``; ``handle.symbols`` are the ones it keeps."""
-        name = handle.event_type.EVENT_TYPE
-        table = self._routes.get(name, {})
+        key = handle.channel_key
+        table = self._routes.get(key, {})
         symbols = list(symbols)
         # Two spellings of one candle symbol share a route: keep the handle on the routes that
         # a symbol it still has maps to.
@@ -154,27 +168,33 @@ class Router:
                     route.remove(handle)
                     if not route:
                         del table[alias]
-                        self._latest.get(name, {}).pop(alias, None)
+                        self._latest.get(key, {}).pop(alias, None)
 
     def latest(self, event_type: str, symbol: str) -> Event | None:
-        """The last event routed for ``symbol``, while some handle wants it."""
-        return self._latest.get(event_type, {}).get(symbol)
+        """The last event routed for ``symbol``, while some handle wants it: from the type's
+        ordinary channel (every field) if it has one, else from any channel of the type."""
+        event = self._latest.get(ChannelKey(event_type), {}).get(symbol)
+        if event is None:
+            for key, by_symbol in self._latest.items():
+                if key.event_type == event_type and (event := by_symbol.get(symbol)) is not None:
+                    break
+        return event
 
     # --- dispatch ---
 
-    def dispatch(self, event_type: type[Event], events: list[Event], symbols: list[str]) -> None:
-        """Hand each handle its share of one decoded batch (synchronous; never blocks).
+    def dispatch(self, key: ChannelKey, events: list[Event], symbols: list[str]) -> None:
+        """Hand each handle of channel ``key`` its share of one decoded batch (synchronous;
+        never blocks).
 
         ``symbols`` are the events' symbols, in order.
         """
-        name = event_type.EVENT_TYPE
         self.events += len(events)
-        table = self._routes.get(name)
+        table = self._routes.get(key)
         if not table:
             self.unrouted += len(events)
             return
-        latest = self._latest.setdefault(name, {})
-        handles = self._handles_of[name]
+        latest = self._latest.setdefault(key, {})
+        handles = self._handles_of[key]
         if "*" not in table and all(h.source is None for h in handles):
             if len(handles) == 1:
                 # The common case, one handle for the type: no per-event routing at all.

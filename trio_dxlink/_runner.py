@@ -22,13 +22,14 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
 
 from . import _connection as c
+from ._channel_key import ChannelKey
 from ._connection import ClientConnection
 from ._exceptions import (
     ChannelError,
@@ -54,8 +55,8 @@ log = logging.getLogger("trio_dxlink")
 class Host(Protocol):
     """What a connection runner reports to, and asks of, the feed that runs it."""
 
-    def replay(self) -> dict[str, list[SubscriptionEntry]]:
-        """Every subscription a fresh connection must ask for, by event type."""
+    def replay(self) -> dict[ChannelKey, list[SubscriptionEntry]]:
+        """Every subscription a fresh connection must ask for, by channel."""
 
     def replay_dom(self) -> list[DepthOfMarket]:
         """Every depth-of-market handle a fresh connection must open a DOM channel for."""
@@ -82,8 +83,8 @@ class Host(Protocol):
     def skipped(self, live: Live, skipped: c.DataSkipped) -> None:
         """Malformed data was skipped."""
 
-    def channel_failed(self, event_type: str, error: ChannelError) -> None:
-        """The channel carrying ``event_type`` failed or was closed by the server."""
+    def channel_failed(self, key: ChannelKey, error: ChannelError) -> None:
+        """The channel ``key`` failed or was closed by the server."""
 
     def lane_failed(self, lane: int, error: ChannelError) -> None:
         """History lane ``lane``'s channel failed or was closed by the server."""
@@ -107,15 +108,16 @@ class ConnectionSettings:
 
 
 class Live:
-    """The per-connection state: the sans-I/O core, the channel of each event type and the
-    depth-of-market handle of each DOM channel."""
+    """The per-connection state: the sans-I/O core, the FEED channel of each
+    :class:`~trio_dxlink._channel_key.ChannelKey` and the depth-of-market handle of each DOM
+    channel."""
 
     def __init__(self, core: ClientConnection, transport: Transport, settings: ConnectionSettings):
         self.core = core
         self.transport = transport
         self.settings = settings
-        self.channel_of: dict[str, int] = {}
-        self.type_of: dict[int, str] = {}
+        self.channel_of: dict[ChannelKey, int] = {}
+        self.key_of: dict[int, ChannelKey] = {}
         self.lane_channels: dict[int, int] = {}  # history lane -> its channel
         self.lane_of: dict[int, int] = {}
         self.dom: dict[int, DepthOfMarket] = {}
@@ -128,17 +130,25 @@ class Live:
     def usable(self) -> bool:
         return self.core.state not in (c.ConnectionState.CLOSED, c.ConnectionState.ERROR)
 
-    def channel_for(self, event_type: str) -> int:
-        cid = self.channel_of.get(event_type)
+    def channel_for(self, key: ChannelKey) -> int:
+        """The channel of ``key``, opened with its aggregation period when first needed."""
+        cid = self.channel_of.get(key)
         if cid is None:
-            cid = self.core.open_channel(accept_aggregation_period=self.settings.aggregation_period)
-            self.channel_of[event_type] = cid
-            self.type_of[cid] = event_type
+            period = key.aggregation_period
+            if period is None:
+                period = self.settings.aggregation_period
+            cid = self.core.open_channel(accept_aggregation_period=period)
+            self.channel_of[key] = cid
+            self.key_of[cid] = key
         return cid
 
-    def subscribe(self, event_type: str, entries: list[SubscriptionEntry]) -> None:
-        """Ask for ``entries`` now (the feed calls this only while the connection is usable)."""
-        self.core.subscribe(self.channel_for(event_type), entries)
+    def subscribe(self, key: ChannelKey, entries: list[SubscriptionEntry]) -> None:
+        """Ask for ``entries`` on ``key``'s channel, with its field list (FEED_SETUP
+        acceptEventFields), now (the feed calls this only while the connection is usable)."""
+        fields: dict[str, Sequence[str]] | None = None
+        if key.fields is not None:
+            fields = {key.event_type: key.fields}
+        self.core.subscribe(self.channel_for(key), entries, fields=fields)
         self.wake()
 
     def lane_channel(self, lane: int) -> int:
@@ -182,8 +192,8 @@ class Live:
                 self.core.close_channel(cid)
                 self.wake()
 
-    def unsubscribe(self, event_type: str, entries: list[SubscriptionEntry]) -> None:
-        cid = self.channel_of.get(event_type)
+    def unsubscribe(self, key: ChannelKey, entries: list[SubscriptionEntry]) -> None:
+        cid = self.channel_of.get(key)
         if cid is not None:
             self.core.unsubscribe(cid, entries)
             self.wake()
@@ -233,8 +243,8 @@ async def _run_on(
         )
         live = Live(core, transport, settings)
         core.start(trio.current_time())
-        for name, entries in host.replay().items():
-            core.subscribe(live.channel_for(name), entries)
+        for key, entries in host.replay().items():
+            live.subscribe(key, entries)
         for handle in host.replay_dom():
             live.open_dom(handle)
         host.connected(live)
@@ -321,10 +331,10 @@ def _fail_channel(host: Host, live: Live, channel: int, error: ChannelError) -> 
         log.warning("%s; failing the depth of market of %s on it", error, handle.symbol)
         handle._fail(error)
         return
-    name = live.type_of.pop(channel, None)
-    if name is not None:
-        live.channel_of.pop(name, None)
-        host.channel_failed(name, error)
+    key = live.key_of.pop(channel, None)
+    if key is not None:
+        live.channel_of.pop(key, None)
+        host.channel_failed(key, error)
 
 
 async def _writer(live: Live) -> None:

@@ -43,6 +43,7 @@ import trio
 from ._accel import speedups
 from ._arguments import check_symbols_for
 from ._buffers import Buffer, Overflow, make_buffer
+from ._channel_key import ChannelKey
 from ._exceptions import (
     DataGapError,
     MalformedDataError,
@@ -168,6 +169,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         overflow: Overflow | None,
         max_buffer: int,
         notify_gaps: bool = False,
+        channel_key: ChannelKey | None = None,
     ) -> None:
         if overflow is None:
             overflow = (
@@ -178,6 +180,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         self.event_type = event_type
         self.from_time = from_time
         self._source = source
+        self._channel_key = channel_key or ChannelKey(event_type.EVENT_TYPE)
         self._overflow = overflow
         self._max_buffer = max_buffer
         self.notify_gaps = notify_gaps
@@ -216,6 +219,21 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
     def source(self) -> str | None:
         """The order source this handle filters on (order-book events), if any."""
         return self._source
+
+    @property
+    def fields(self) -> tuple[str, ...] | None:
+        """The dxLink field names this handle asked the server for (``None``: every field)."""
+        return self._channel_key.fields
+
+    @property
+    def aggregation_period(self) -> float | None:
+        """The aggregation period (seconds) this handle asked for (``None``: the feed's)."""
+        return self._channel_key.aggregation_period
+
+    @property
+    def channel_key(self) -> ChannelKey:
+        """The FEED channel this handle's events travel on (internal)."""
+        return self._channel_key
 
     # --- scope ---
 

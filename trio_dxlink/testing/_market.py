@@ -25,7 +25,6 @@ Events the server publishes are recorded here too (:meth:`Market.update`): the l
 from __future__ import annotations
 
 import datetime
-import functools
 import math
 import random
 import time
@@ -34,6 +33,7 @@ from collections.abc import Callable
 
 import attrs
 
+from .._expirations import new_york_today
 from ..events import (
     Candle,
     Event,
@@ -49,9 +49,12 @@ from ..events import (
     Underlying,
     index_from_time,
 )
-from ..symbols import CandleSymbol, OptionSymbol, SymbolError, base_symbol
-from ._instrument import DAY_MS, YEAR_MS, Instrument, cents
+from ..symbols import OptionSymbol, base_symbol
+from ._chain_rules import expiration_dates, strike_text, strikes
+from ._instrument import YEAR_MS, Instrument, cents
+from ._market_symbols import bar_start, candle_period_ms, lot, parse_option_symbol
 from ._pricing import RATE, Valuation, black_scholes
+from ._reference import REFERENCE_PRICES
 
 __all__ = [
     "SIMULATED_TYPES",
@@ -63,8 +66,6 @@ __all__ = [
 
 _SECOND_MS = 1000
 _MINUTE_MS = 60 * _SECOND_MS
-_WEEK_MS = 7 * DAY_MS
-_FIRST_MONDAY_MS = 4 * DAY_MS  # 1970-01-05, where weekly candles are aligned
 _EXPIRY_CLOSE_MS = 21 * 3_600_000  # options expire at 16:00 New York, about 21:00 UTC
 _SERIES_LIMIT = 10_000  # time-series events kept per (type, symbol)
 
@@ -83,45 +84,6 @@ SIMULATED_TYPES: frozenset[str] = frozenset(
     }
 )
 """Event types :meth:`Market.step` can simulate."""
-
-
-# --- symbols ----------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_option_symbol(symbol: str) -> OptionSymbol | None:
-    """:meth:`OptionSymbol.parse <trio_dxlink.symbols.OptionSymbol.parse>`, or ``None`` if
-    ``symbol`` is not an option's streamer symbol (``.SPY250117C500``)."""
-    try:
-        return OptionSymbol.parse(symbol)
-    except SymbolError:
-        return None
-
-
-@functools.lru_cache(maxsize=4096)
-def candle_period_ms(symbol: str) -> int:
-    """The bar length of a candle symbol (``AAPL{=5m}`` → 300000).
-
-    One minute if the symbol does not parse or its period has no fixed length (ticks, months;
-    see :attr:`CandlePeriod.milliseconds <trio_dxlink.symbols.CandlePeriod.milliseconds>`).
-    """
-    try:
-        period = CandleSymbol.parse(symbol).period
-    except SymbolError:
-        return _MINUTE_MS
-    length = None if period is None else period.milliseconds
-    return _MINUTE_MS if length is None else length
-
-
-def _lot(symbol: str) -> int:
-    """Trade sizes come in lots: 1 contract for options, 100 shares otherwise."""
-    return 1 if parse_option_symbol(symbol) else 100
-
-
-def _bar_start(time_ms: int, period_ms: int) -> int:
-    if period_ms % _WEEK_MS == 0:
-        return (time_ms - _FIRST_MONDAY_MS) // period_ms * period_ms + _FIRST_MONDAY_MS
-    return time_ms // period_ms * period_ms
 
 
 class Market:
@@ -235,6 +197,30 @@ class Market:
         self.update(event)
         return event
 
+    def option_chain(self, symbol: str, *, today: datetime.date | None = None) -> list[str]:
+        """The streamer symbols of ``symbol``'s listed options, nearest expiration first.
+
+        Strikes near ``symbol``'s current price; expirations from ``today`` (default: the
+        date in New York by the market's clock) on real calendar rules: the next three
+        monthlies and ten weeks of Fridays (``_chain_rules.py``). Any option symbol is priced
+        (these are just the ones a real chain would list): ``SPY`` near 600 gives
+        ``.SPY<yymmdd>C600`` with sensible Greeks. ``SPX`` lists ``SPXW`` weeklies too.
+        """
+        if today is None:
+            today = new_york_today(self.clock())
+        listed = []
+        roots = (("SPX", False), ("SPXW", True)) if symbol == "SPX" else ((symbol, True),)
+        grid = strikes(self.mid(symbol))
+        for root, weeklies in roots:
+            for day, _ in expiration_dates(today, weeklies):
+                for strike in grid:
+                    for kind in "CP":
+                        name = f".{root.replace('/', '')}{day:%y%m%d}{kind}{strike_text(strike)}"
+                        option = OptionSymbol(root.replace("/", ""), day, kind, strike)
+                        self.define_option(name, option, underlying=symbol)
+                        listed.append(name)
+        return listed
+
     def history(
         self, symbol: str, from_time_ms: int, now_ms: int, *, limit: int | None = None
     ) -> list[Candle]:
@@ -274,7 +260,9 @@ class Market:
         inst = self._instruments.get(symbol)
         if inst is None:
             rng = self._rng("instrument", symbol)
-            inst = Instrument.seeded(rng, now, mid=mid, lot=_lot(symbol))
+            if mid is None:
+                mid = REFERENCE_PRICES.get(symbol)
+            inst = Instrument.seeded(rng, now, mid=mid, lot=lot(symbol))
             self._instruments[symbol] = inst
         return inst
 
@@ -349,7 +337,7 @@ class Market:
         inst = self._state(symbol, now)
         bid, ask = self._bid_ask(symbol, inst)
         price = min(max(cents(inst.rng.uniform(bid, ask)), bid), ask)
-        size = float(inst.rng.randint(1, 20) * _lot(symbol))
+        size = float(inst.rng.randint(1, 20) * lot(symbol))
         if math.isfinite(inst.last_price) and price != inst.last_price:
             inst.last_tick = "UP" if price > inst.last_price else "DOWN"
         inst.last_price = price
@@ -538,7 +526,7 @@ class Market:
     def _live_candle(self, symbol: str, now: int) -> Candle:
         """The bar of ``symbol`` covering ``now``, made (and recorded) if it does not exist."""
         period = candle_period_ms(symbol)
-        start = _bar_start(now, period)
+        start = bar_start(now, period)
         bar = self._series.get(("Candle", symbol), {}).get(index_from_time(start))
         if isinstance(bar, Candle):
             return bar
@@ -549,7 +537,7 @@ class Market:
 
     def _candle(self, symbol: str, now: int) -> Candle:
         period = candle_period_ms(symbol)
-        start = _bar_start(now, period)
+        start = bar_start(now, period)
         stored = self._series.get(("Candle", symbol), {})
         price = cents(self._state(symbol, now).mid)
         inst = self._instrument(base_symbol(symbol), now)

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from .._expirations import third_friday
+from ._chain_rules import expiration_dates, strike_text, strikes
 from ._market import Market, OptionSymbol
 
 __all__ = ["equity_chain", "futures_chain"]
@@ -24,76 +25,32 @@ __all__ = ["equity_chain", "futures_chain"]
 _MONTH_CODES = "FGHJKMNQUVXZ"
 _QUARTER_MONTHS = (3, 6, 9, 12)
 _EXCHANGES = {"CL": "XNYM", "NG": "XNYM", "GC": "XCEC", "SI": "XCEC"}
-_HORIZON_DAYS = 70  # weeklies listed this far out; monthlies for the next three months
-_STRIKES_EACH_SIDE = 10
 _TWO_ROOTS = {"SPX": (("SPX", "AM", False), ("SPXW", "PM", True))}
 """Underlyings with more than one option root: (root, settlement, has weeklies)."""
 
 
-def _strike_text(strike: Decimal) -> str:
-    return f"{strike.normalize():f}"
-
-
 def _decimal_text(value: Decimal) -> str:
-    text = _strike_text(value)
+    text = strike_text(value)
     return text if "." in text else text + ".0"
-
-
-def _strikes(mid: float) -> list[Decimal]:
-    """Strikes around ``mid`` with a step that suits its size (1 for 100, 5 for 1000, ...)."""
-    step = Decimal("0.5")
-    for candidate in ("0.5", "1", "2.5", "5", "10", "25", "50", "100"):
-        step = Decimal(candidate)
-        if step * 200 >= Decimal(str(mid)):
-            break
-    centre = (Decimal(str(mid)) / step).to_integral_value() * step
-    listed = (centre + step * k for k in range(-_STRIKES_EACH_SIDE, _STRIKES_EACH_SIDE + 1))
-    return [strike for strike in listed if strike > 0]
-
-
-def _fridays(today: datetime.date, days: int) -> list[datetime.date]:
-    first = today + datetime.timedelta(days=(4 - today.weekday()) % 7)
-    return [first + datetime.timedelta(weeks=k) for k in range(days // 7 + 1)]
-
-
-def _monthlies(today: datetime.date, count: int) -> list[datetime.date]:
-    out: list[datetime.date] = []
-    year, month = today.year, today.month
-    while len(out) < count:
-        day = third_friday(year, month)
-        if day >= today:
-            out.append(day)
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return out
-
-
-def _expiration_dates(today: datetime.date, weeklies: bool) -> list[tuple[datetime.date, bool]]:
-    """(date, is the monthly) for every listed expiration."""
-    monthly = set(_monthlies(today, 3))
-    days = set(monthly)
-    if weeklies:
-        moved = {day + datetime.timedelta(days=1) for day in monthly if day.weekday() == 3}
-        days.update(day for day in _fridays(today, _HORIZON_DAYS) if day not in moved)
-    return [(day, day in monthly) for day in sorted(days)]
 
 
 def equity_chain(market: Market, symbol: str, today: datetime.date) -> dict[str, Any]:
     """The ``data`` of ``/option-chains/{symbol}/nested``: one item per root."""
     mid = market.mid(symbol)
-    strikes = _strikes(mid)
+    listed = strikes(mid)
     items = []
     # An option root is letters and digits: BRK/B's options are BRKB.
     plain_root = ((symbol.replace("/", ""), "PM", True),)
     for root, settlement, weeklies in _TWO_ROOTS.get(symbol, plain_root):
         expirations = []
-        for day, is_monthly in _expiration_dates(today, weeklies):
+        for day, is_monthly in expiration_dates(today, weeklies):
             rows = []
-            for strike in strikes:
+            for strike in listed:
                 row: dict[str, str] = {"strike-price": _decimal_text(strike)}
                 for kind, key in (("C", "call"), ("P", "put")):
                     yymmdd = day.strftime("%y%m%d")
                     occ = f"{root:<6}{yymmdd}{kind}{int(strike * 1000):08d}"
-                    streamer = f".{root}{yymmdd}{kind}{_strike_text(strike)}"
+                    streamer = f".{root}{yymmdd}{kind}{strike_text(strike)}"
                     row[key] = occ
                     row[f"{key}-streamer-symbol"] = streamer
                     market.define_option(
@@ -173,7 +130,7 @@ def futures_chain(
             entry["streamer-symbol"] = streamer
         listed.append(entry)
     expirations = []
-    days = {day for day, _ in _expiration_dates(today, True)} | {f[0] for f in futures}
+    days = {day for day, _ in expiration_dates(today, True)} | {f[0] for f in futures}
     for day in sorted(d for d in days if d <= futures[-1][0]):
         expiry, future, future_streamer = next(f for f in futures if f[0] >= day)
         quarterly = day == expiry
@@ -181,10 +138,10 @@ def futures_chain(
         letter = _MONTH_CODES[day.month - 1]
         contract = f"{root}{letter}{day.year % 10}"
         rows = []
-        for strike in _strikes(market.mid(future_streamer)):
+        for strike in strikes(market.mid(future_streamer)):
             row = {"strike-price": _decimal_text(strike)}
             for kind, key in (("C", "call"), ("P", "put")):
-                text = _strike_text(strike)
+                text = strike_text(strike)
                 streamer = f"./{root}{letter}{day.year % 100:02d}{kind}{text}:{exchange}"
                 row[key] = f".{future} {contract} {day.strftime('%y%m%d')}{kind}{text}"
                 row[f"{key}-streamer-symbol"] = streamer
