@@ -11,7 +11,7 @@ starts the embedded local DXLink server in-process, with a simulated market, and
 or one JSON object per view with ``--json``.
 
 ``record TYPE SYMBOL... -o FILE`` records a session; ``replay FILE`` prints a recording's events
-as NDJSON (``_cli_record.py``).
+as NDJSON; ``export FILE --to parquet DIR`` writes its events as Parquet (``_cli_record.py``).
 
 ``serve`` runs the local DXLink server until interrupted and prints ``listening on ws://HOST:PORT``
 as its first line. ``serve --tastytrade`` runs the tastytrade fake beside it and prints its API
@@ -31,7 +31,13 @@ import trio
 
 from ._cli_book import BookUsageError, add_book_parser, run_book
 from ._cli_common import OneLineErrorParser, UsageError
-from ._cli_record import RecordUsageError, add_record_parsers, run_record, run_replay
+from ._cli_record import (
+    RecordUsageError,
+    add_record_parsers,
+    run_export,
+    run_record,
+    run_replay,
+)
 from ._cli_stream import add_stream_parser, run_stream
 from ._cli_tastytrade import add_serve_options, fake_banner, serve_tastytrade_fake
 from ._exceptions import DXLinkError
@@ -182,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "record": run_record,
         "replay": run_replay,
+        "export": run_export,
     }[args.command]
     try:
         with unwrap_group():
