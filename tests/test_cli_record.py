@@ -35,3 +35,24 @@ async def test_bad_record_and_replay_arguments(tmp_path: Path) -> None:
     result = await run_cli("replay", str(tmp_path / "missing.dxrec"))
     assert result.returncode == 1
     assert b"RecordingError: cannot open recording" in result.stderr
+
+
+async def test_export_writes_one_parquet_file_per_event_type(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "session.dxrec"
+    result = await run_cli("record", "Quote", "SPY", "AAPL", "-o", str(path), "--count", "5")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "parquet"
+    exported = await run_cli("export", str(path), "--to", "parquet", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["Quote.parquet"]
+    assert b"Quote:" in exported.stdout
+    table = pq.read_table(out / "Quote.parquet")
+    assert table.num_rows >= 5
+    assert table.column_names[:3] == ["ts_event", "ts_recv", "event_symbol"]
+    assert set(table.column("event_symbol").to_pylist()) == {"SPY", "AAPL"}
+    assert table.column("ts_recv").null_count == 0
+
+    bad = await run_cli("export", str(path), "--to", "csv", str(out))
+    assert bad.returncode == 2

@@ -61,6 +61,7 @@ from ._open import open_dxlink
 from ._order_book import LiveOrderBook, OrderBookStatistics
 from ._pool import DXLinkPool, PoolStatistics, open_dxlink_pool
 from ._record import Recorder, RecorderStatistics, open_recorder
+from ._recorded_events import RecordedEvents, iter_recorded_events
 from ._recording import iter_records, read_manifest
 from ._replay import Replay, recorded_subscriptions
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
@@ -163,6 +164,8 @@ __all__ = [
     "RecorderStatistics",
     "Replay",
     "iter_records",
+    "iter_recorded_events",
+    "RecordedEvents",
     "open_recorder",
     "read_manifest",
     "recorded_subscriptions",

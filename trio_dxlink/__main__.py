@@ -11,11 +11,12 @@ starts the embedded local DXLink server in-process, with a simulated market, and
 or one JSON object per view with ``--json``.
 
 ``record TYPE SYMBOL... -o FILE`` records a session; ``replay FILE`` prints a recording's events
-as NDJSON (``_cli_record.py``).
+as NDJSON; ``export FILE --to parquet DIR`` writes its events as Parquet (``_cli_record.py``).
 
 ``serve`` runs the local DXLink server until interrupted and prints ``listening on ws://HOST:PORT``
-as its first line. ``serve --tastytrade`` runs the tastytrade fake beside it and prints its API
-addresses and (made-up) credentials next.
+as its first line. ``serve --replay FILE [--speed X]`` serves a recording's events (from the first
+subscription on, in recorded time) instead of a simulated market. ``serve --tastytrade`` runs the
+tastytrade fake beside it and prints its API addresses and (made-up) credentials next.
 """
 
 from __future__ import annotations
@@ -31,10 +32,17 @@ import trio
 
 from ._cli_book import BookUsageError, add_book_parser, run_book
 from ._cli_common import OneLineErrorParser, UsageError
-from ._cli_record import RecordUsageError, add_record_parsers, run_record, run_replay
+from ._cli_record import (
+    RecordUsageError,
+    add_record_parsers,
+    run_export,
+    run_record,
+    run_replay,
+)
 from ._cli_stream import add_stream_parser, run_stream
 from ._cli_tastytrade import add_serve_options, fake_banner, serve_tastytrade_fake
 from ._exceptions import DXLinkError
+from ._recording import iter_records
 from ._util import unwrap_group
 
 __all__ = ["main"]
@@ -88,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="fault: close one channel of each connection every N s",
     )
+    serve.add_argument(
+        "--replay", metavar="FILE", help="serve a recording's events instead of a simulated market"
+    )
+    serve.add_argument(
+        "--speed", type=float, default=1.0, help="--replay in recorded time scaled by this"
+    )
     add_serve_options(serve)
     return parser
 
@@ -104,9 +118,14 @@ async def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    if not args.speed > 0:
+        raise UsageError(f"--speed must be positive, got {args.speed}")
+    if args.replay is not None:
+        for _header in iter_records(args.replay):  # a RecordingError now, not when a client
+            break  # subscribes
     config = ServerConfig(
         token=args.token,
-        simulate=True,
+        simulate=args.replay is None,
         update_interval=args.update_interval,
         keepalive_timeout=args.keepalive_timeout,
         max_message_size=args.max_message_size,
@@ -135,6 +154,8 @@ async def _serve(args: argparse.Namespace) -> int:
             print("\n".join(fake_banner(fake)), flush=True)
         if args.reject_tokens:
             server.reject_all_tokens = True
+        if args.replay is not None:
+            nursery.start_soon(_play, server, args.replay, args.speed)
         for every, fault in (
             (args.drop_every, lambda: server.drop_all()),
             (args.channel_error_every, lambda: _each_channel(server, "error")),
@@ -145,6 +166,13 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.stall_every:
             nursery.start_soon(_stalls, server, args.stall_every, args.stall_for)
     return 0
+
+
+async def _play(server: Any, path: str, speed: float) -> None:
+    from .testing import play_recording
+
+    played = await play_recording(server, path, speed=speed)
+    print(f"replay finished: {played} events from {path}", file=sys.stderr, flush=True)
 
 
 async def _repeat(every: float, fault: Any) -> None:
@@ -182,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "record": run_record,
         "replay": run_replay,
+        "export": run_export,
     }[args.command]
     try:
         with unwrap_group():

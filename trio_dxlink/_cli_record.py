@@ -4,7 +4,8 @@
 server with a simulated market) with a progress line on standard error: events, bytes, rate.
 ``replay FILE`` plays a recording through :func:`~trio_dxlink.open_dxlink`, subscribing to what
 was recorded, and prints every event as one JSON object per line (in order within each event
-type), stopping at the end of the recording.
+type), stopping at the end of the recording. ``export FILE --to parquet DIR`` writes the
+recording's events as one Parquet file per event type (:mod:`trio_dxlink.arrow`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ._replay import Replay, recorded_subscriptions
 from ._subscription import Subscription
 from .events import Event, event_class
 
-__all__ = ["RecordUsageError", "add_record_parsers", "run_record", "run_replay"]
+__all__ = ["RecordUsageError", "add_record_parsers", "run_export", "run_record", "run_replay"]
 
 
 class RecordUsageError(Exception):
@@ -52,6 +53,11 @@ def add_record_parsers(sub: Any) -> None:
     replay.add_argument(
         "--speed", type=float, help="play in recorded time scaled by this (default: at once)"
     )
+
+    export = sub.add_parser("export", help="write a recording's events as Parquet files")
+    export.add_argument("file", help="a recording made by `record` or open_dxlink(record=)")
+    export.add_argument("--to", required=True, choices=["parquet"], help="the output format")
+    export.add_argument("directory", help="where to write <EventType>.parquet files")
 
 
 def _event_class(name: str) -> type[Event]:
@@ -153,3 +159,23 @@ def _replay_policy() -> ReconnectPolicy:
 async def _print(handle: Subscription[Event], out: Any) -> None:
     async for event in handle:
         out.write(orjson.dumps(encode_full(event)) + b"\n")
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    """``export``: the recording's events as one Parquet file per event type."""
+    await trio.lowlevel.checkpoint()
+    try:
+        from .arrow import to_arrow, write_parquet
+
+        tables = to_arrow(args.file)
+        written = write_parquet(tables, args.directory)
+    except ImportError as exc:
+        print(f"trio-dxlink: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        raise RecordUsageError(f"cannot write to {args.directory!r}: {exc}") from exc
+    for name, path in written.items():
+        print(f"{name}: {tables[name].num_rows} events -> {path}")
+    if not written:
+        print("the recording holds no events; nothing written", file=sys.stderr)
+    return 0

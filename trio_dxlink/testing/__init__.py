@@ -14,6 +14,7 @@ option chains) beside one (:mod:`trio_dxlink.testing._tastytrade_fake`).
 """
 
 from ._market import SIMULATED_TYPES, Market, OptionSymbol, candle_period_ms, parse_option_symbol
+from ._playback import play_recording
 from ._server import (
     DXLinkServer,
     ServerChannel,
@@ -38,5 +39,6 @@ __all__ = [
     "open_dxlink_server",
     "open_tastytrade_server",
     "parse_option_symbol",
+    "play_recording",
     "serve_dxlink",
 ]
