@@ -152,7 +152,8 @@ class RedisBridge:
 
     async def pump(self, rx: Subscription[Event]) -> None:
         """Move what an (entered) handle delivers into the buffer until cancelled."""
-        self._handles.append(rx)
+        if rx not in self._handles:
+            self._handles.append(rx)
         async for events in rx.batches():
             self.offer(events)
 
@@ -161,23 +162,21 @@ class RedisBridge:
         coredis = import_coredis()
         delay = self._backoff[0]
         while True:
+            published_before = self._published
             try:
                 async with coredis.Redis.from_url(self.redis_url) as client:
                     await self._write(client)
             except BaseException as exc:
                 if not is_redis_failure(exc):
                     raise
+                if self._published > published_before:  # it worked for a while: start over
+                    delay = self._backoff[0]
                 self._reconnects += 1
                 log.warning(
                     "Redis write failed (%r); reconnecting in %.2f s", describe_failure(exc), delay
                 )
                 await trio.sleep(delay)
                 delay = min(delay * 2, self._backoff[1])
-            else:  # pragma: no cover - _write returns only by raising
-                return
-            # a new connection: reset the backoff once a write succeeds
-            if self._published:
-                delay = self._backoff[0]
 
     async def _write(self, client: Any) -> None:
         coredis = import_coredis()
@@ -272,6 +271,7 @@ async def run_bridge(
             rx = feed.subscribe(
                 event_type, wanted, overflow=Overflow.DROP_OLDEST, max_buffer=max_pending
             )
-            nursery.start_soon(bridge.pump, await stack.enter_async_context(rx))
+            bridge._handles.append(await stack.enter_async_context(rx))
+            nursery.start_soon(bridge.pump, rx)
         nursery.start_soon(bridge.write_forever)
         task_status.started(bridge)
