@@ -24,6 +24,8 @@ picked up without touching this file. Each block runs in a fresh namespace insid
   ``TT_REFRESH`` set to the fake's credentials and tastytrade's production and sandbox
   addresses (``trio_dxlink.tastytrade.PRODUCTION_URL``, ``SANDBOX_URL``) pointed at it, so the
   examples are written exactly as against a real account. The fake is ``tt`` in the namespace.
+* A block that uses ``redis_url`` runs beside a real ``redis-server`` on 127.0.0.1
+  (``tests/redis_server.py``) and is skipped, loudly, where there is none.
 
 To make a new block pass: fix the block if it is wrong. If it needs a name that is user code in
 the docs (like ``handle``), add a stand-in to ``LiveDocs.names`` (for a TLS example, say, a
@@ -34,9 +36,12 @@ gets ``<!-- docs-test: skip REASON -->`` on the line before its fence.
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
 import itertools
 import re
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -56,6 +61,8 @@ from trio_dxlink.testing import (
     open_dxlink_server,
     open_tastytrade_server,
 )
+
+from .redis_server import RedisServer, running_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -321,6 +328,18 @@ async def open_tastytrade_fake(stack: AsyncExitStack, monkeypatch: pytest.Monkey
 # --- running a block --------------------------------------------------------------------------
 
 
+@contextmanager
+def redis_for_docs() -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 (``redis_url`` in a block's namespace), skipping the
+    block loudly where there is none."""
+    pytest.importorskip("coredis")
+    with tempfile.TemporaryDirectory() as directory, running_redis(Path(directory)) as redis:
+        yield redis
+    with warnings.catch_warnings():  # coredis' leak: see tests/test_bridge.py
+        warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
+        gc.collect()
+
+
 async def call_with_fixtures(function: Callable[..., Any], namespace: dict[str, Any]) -> None:
     """Call ``function`` with its parameters taken from ``namespace`` by name, as pytest would."""
     async with AsyncExitStack() as stack:
@@ -373,6 +392,8 @@ async def run_block(
             namespace.update(live.names)
         if mentions_tastytrade(block):
             namespace["tt"] = await open_tastytrade_fake(stack, monkeypatch)
+        if "redis_url" in block.source:
+            namespace["redis_url"] = stack.enter_context(redis_for_docs()).url
         exec(compile(prelude(block), str(block.path), "exec"), namespace)
 
         def delivered() -> int:

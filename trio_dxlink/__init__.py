@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ._arguments import datetime_of
 from ._assembly import SnapshotStatus, Update
 from ._book import BookStatistics, BookView, OrderBook, PriceLevel
+from ._bridge import BridgeStatistics, RedisBridge, run_bridge
 from ._client import (
     NO_RECONNECT,
     DXLinkFeed,
@@ -63,6 +64,7 @@ from ._pool import DXLinkPool, PoolStatistics, open_dxlink_pool
 from ._record import Recorder, RecorderStatistics, open_recorder
 from ._recorded_events import RecordedEvents, iter_recorded_events
 from ._recording import iter_records, read_manifest
+from ._redis_feed import RedisFeed, RedisFeedStatistics, open_redis_feed
 from ._replay import Replay, recorded_subscriptions
 from ._subscription import Overflow, Subscription, SubscriptionStatistics
 from ._transport import Connector, Transport, websocket_connector, websockets_connector
@@ -182,6 +184,10 @@ __all__ = [
     "MessageTooBigError",
     "PoolFullError",
     "PoolStatistics",
+    "BridgeStatistics",
+    "RedisBridge",
+    "RedisFeed",
+    "RedisFeedStatistics",
     "OptionSale",
     "Order",
     "OrderBook",
@@ -224,6 +230,8 @@ __all__ = [
     "normalize_candle_symbol",
     "open_dxlink",
     "open_dxlink_pool",
+    "open_redis_feed",
+    "run_bridge",
     "sequence_from_index",
     "time_from_index",
     "websocket_connector",

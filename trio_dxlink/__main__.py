@@ -13,6 +13,8 @@ or one JSON object per view with ``--json``.
 ``record TYPE SYMBOL... -o FILE`` records a session; ``replay FILE`` prints a recording's events
 as NDJSON; ``export FILE --to parquet DIR`` writes its events as Parquet (``_cli_record.py``).
 
+``bridge TYPE SYMBOL... --redis URL`` publishes events to Redis Streams (``_cli_bridge.py``).
+
 ``serve`` runs the local DXLink server until interrupted and prints ``listening on ws://HOST:PORT``
 as its first line. ``serve --replay FILE [--speed X]`` serves a recording's events (from the first
 subscription on, in recorded time) instead of a simulated market. ``serve --tastytrade`` runs the
@@ -31,6 +33,7 @@ from typing import Any
 import trio
 
 from ._cli_book import BookUsageError, add_book_parser, run_book
+from ._cli_bridge import add_bridge_parser, run_bridge_command
 from ._cli_common import OneLineErrorParser, UsageError
 from ._cli_record import (
     RecordUsageError,
@@ -61,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     add_stream_parser(sub)
     add_book_parser(sub)
     add_record_parsers(sub)
+    add_bridge_parser(sub)
 
     serve = sub.add_parser("serve", help="run the local DXLink server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -211,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "record": run_record,
         "replay": run_replay,
         "export": run_export,
+        "bridge": run_bridge_command,
     }[args.command]
     try:
         with unwrap_group():
