@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from trio_dxlink import AnalyticOrder, EventFlag, IndexedEvent, Order, SpreadOrder, open_dxlink
 from trio_dxlink.testing import ServerConfig, open_dxlink_server
+from trio_dxlink.testing._book_publisher import SIMULATED_SOURCES
 from trio_dxlink.testing._books import SimulatedBook, merged_levels, render, source_index
 
 from .conftest import pinned_market, until
@@ -226,3 +227,24 @@ async def test_simulated_books_stay_consistent_for_a_subscriber(
         # The aggregated source has one order a price level.
         aggregated = clients["ntv"].book.values()
         assert len({(o.order_side, o.price) for o in aggregated}) == len(aggregated)  # type: ignore[attr-defined]
+
+
+async def test_a_sourceless_subscription_gets_the_changes_of_every_simulated_source(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    config = ServerConfig(simulate=True, update_interval=0.25)
+    async with (
+        open_dxlink_server(config=config, in_memory=True) as server,
+        open_dxlink(server.url, connector=server.connector()) as feed,
+        feed.subscribe(Order, ["SPY"]) as rx,
+    ):
+        seen: set[str | None] = set()
+        with trio.fail_after(600):
+            async for event in rx:
+                assert event.event_symbol == "SPY"
+                assert not event.snapshot_begin  # changes only: no snapshot
+                seen.add(event.source)
+                if seen >= set(SIMULATED_SOURCES):
+                    break
+        assert seen == set(SIMULATED_SOURCES)
+        assert {source for _, source in server.books.books} == set(SIMULATED_SOURCES)

@@ -114,7 +114,7 @@ SYMBOLS = {
     "OptionSale": ".SPY261218C600",
     "Candle": "SPY{=1m}",
 }
-NOT_YET_SIMULATED = {"Order", "SpreadOrder", "AnalyticOrder", "OptionSale", "Series"}
+NOT_YET_SIMULATED: set[str] = set()
 """Types the embedded server's simulated market does not produce yet: making it produce every
 type is issue #13 item 2 (the simulated market), done in its own branch."""
 

@@ -6,6 +6,7 @@ import datetime
 import math
 
 from trio_dxlink._expirations import third_friday
+from trio_dxlink.events import OptionSale, Series
 from trio_dxlink.symbols import OptionSymbol
 from trio_dxlink.testing import Market
 
@@ -64,3 +65,46 @@ def test_spx_lists_its_pm_weeklies_on_spx_prices() -> None:
     weekly = next(symbol for symbol in chain if symbol.startswith(".SPXW"))
     assert sim.underlying(weekly, OptionSymbol.parse(weekly)) == "SPX"
     assert sim.step("Greeks", weekly).price > 0
+
+
+def test_option_sales_of_an_underlying_print_its_near_the_money_options() -> None:
+    sim = market()
+    spot = sim.mid("SPY")
+    sales = [sim.step("OptionSale", "SPY") for _ in range(20)]
+    assert all(isinstance(sale, OptionSale) for sale in sales)
+    for sale in sales:
+        assert isinstance(sale, OptionSale)
+        assert sale.option_symbol is not None
+        option = OptionSymbol.parse(sale.option_symbol)
+        assert option.root == "SPY"
+        assert option.expiration == datetime.date(2025, 4, 11)  # the nearest expiration
+        assert abs(float(option.strike) - spot) <= 15
+        assert sale.bid_price <= sale.price <= sale.ask_price
+        assert sale.underlying_price == round(spot, 2)
+        assert (0 < sale.delta < 1) if option.is_call else (-1 < sale.delta < 0)
+        assert sale.event_symbol == "SPY"
+    assert len({sale.index for sale in sales}) == 20
+    assert sim.option(sales[0].option_symbol) is not None  # type: ignore[attr-defined, arg-type]
+    # An option symbol's own sales are of that option.
+    sale = sim.step("OptionSale", ".SPY250417C600")
+    assert isinstance(sale, OptionSale)
+    assert sale.option_symbol == ".SPY250417C600"
+    assert 0.2 < sale.delta < 0.8
+
+
+def test_series_take_the_listed_expirations_in_turn() -> None:
+    sim = market()
+    spot = sim.mid("SPY")
+    expirations = sorted({o.expiration for o in map(OptionSymbol.parse, sim.option_chain("SPY"))})
+    events = [sim.step("Series", "SPY") for _ in range(len(expirations) + 1)]
+    assert all(isinstance(event, Series) for event in events)
+    epoch = datetime.date(1970, 1, 1)
+    days = [epoch + datetime.timedelta(days=event.expiration) for event in events]  # type: ignore[attr-defined]
+    assert days == [*expirations, expirations[0]]  # then round again
+    assert [event.index for event in events] == [event.expiration for event in events]  # type: ignore[attr-defined]
+    forwards = [event.forward_price for event in events[:-1]]  # type: ignore[attr-defined]
+    assert forwards == sorted(forwards)  # carried further for later expirations
+    assert spot < forwards[0] < spot * 1.02
+    last = events[-1]
+    assert isinstance(last, Series)
+    assert last.put_call_ratio == last.put_volume / last.call_volume

@@ -4,8 +4,10 @@ The server keeps a :class:`~trio_dxlink.testing._books.SimulatedBook` per (symbo
 anyone asked for, and serves three things from the same books:
 
 * a subscription to ``Order``, ``SpreadOrder`` or ``AnalyticOrder`` naming a ``source`` gets that
-  book as a snapshot (:meth:`BookPublisher.snapshot`), then every change to it (a subscription
-  without a source gets the changes of every source, and no snapshot);
+  book as a snapshot (:meth:`BookPublisher.snapshot`), then every change to it; a subscription
+  without a source gets no snapshot, and the changes of every source's book of its symbol
+  (with ``simulate=True`` that includes the books of :data:`SIMULATED_SOURCES`, which such a
+  subscription keeps moving, so ``stream Order SPY`` shows orders without ``--source``);
 * a DOM channel gets a DOM_SNAPSHOT of its sources' books added up by price once its DOM_SETUP
   arrives, and again after every change to one of those books (:meth:`BookPublisher.send_dom`);
 * with ``ServerConfig(simulate=True)``, a new book starts with about :attr:`BookPublisher.levels`
@@ -43,9 +45,13 @@ if TYPE_CHECKING:
     from ._dom_service import DomServerChannel
     from ._server_connection import ServerConnection
 
-__all__ = ["BookPublisher"]
+__all__ = ["SIMULATED_SOURCES", "BookPublisher"]
 
 BookKey = tuple[str, str]
+
+SIMULATED_SOURCES: tuple[str, ...] = ("NTV", "ntv")
+"""The books a sourceless order subscription follows on a simulating server: one full order
+book (``NTV``, several orders a level) and one aggregated (``ntv``, one order a level)."""
 
 
 class BookPublisher:
@@ -184,8 +190,10 @@ class BookPublisher:
         for conn in self._connections():
             for channel in conn.channels.values():
                 for entry in channel.subscriptions.values():
-                    if entry.type in ORDER_TYPES and entry.source and entry.symbol != "*":
-                        keys.add((entry.symbol, entry.source))
+                    if entry.type not in ORDER_TYPES or entry.symbol == "*":
+                        continue
+                    sources = (entry.source,) if entry.source else SIMULATED_SOURCES
+                    keys.update((entry.symbol, source) for source in sources)
             for dom in conn.protocol.dom_channels.values():
                 keys.update((dom.symbol, source) for source in dom.sources)
         return keys

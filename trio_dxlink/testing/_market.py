@@ -10,6 +10,8 @@
 * option symbols such as ``.SPY250117C500`` are priced with Black-Scholes from their underlying's
   mid (``TheoPrice``, ``Greeks``, and ``Quote`` around the theoretical price); the underlying is
   the option's root;
+* ``OptionSale`` and ``Series`` (an option's prints, an underlying's expiration series) are
+  built in ``_option_events.py``;
 * candle symbols such as ``AAPL{=5m}`` or ``AAPL{=1d,tho=true}`` get OHLC bars of that period:
   :meth:`Market.history` builds them backwards from the live bar, :meth:`Market.step` updates the
   live bar.
@@ -53,6 +55,7 @@ from ..symbols import OptionSymbol, base_symbol
 from ._chain_rules import expiration_dates, strike_text, strikes
 from ._instrument import YEAR_MS, Instrument, cents
 from ._market_symbols import bar_start, candle_period_ms, lot, parse_option_symbol
+from ._option_events import option_sale, series
 from ._pricing import RATE, Valuation, black_scholes
 from ._reference import REFERENCE_PRICES
 
@@ -81,6 +84,8 @@ SIMULATED_TYPES: frozenset[str] = frozenset(
         "Underlying",
         "TimeAndSale",
         "Candle",
+        "OptionSale",
+        "Series",
     }
 )
 """Event types :meth:`Market.step` can simulate."""
@@ -104,6 +109,7 @@ class Market:
         self._stamps: dict[tuple[str, str], tuple[int, int]] = {}
         self._options: dict[str, OptionSymbol] = {}
         self._underlyings: dict[str, str] = {}
+        self._series_turns: dict[str, int] = {}  # which expiration a symbol's next Series is
 
     def __repr__(self) -> str:
         return f"Market(seed={self.seed}, symbols={len(self._instruments)})"
@@ -587,4 +593,6 @@ _BUILDERS: dict[str, _Builder] = {
     "TheoPrice": Market._theo_price,
     "Underlying": Market._underlying,
     "Candle": Market._candle,
+    "OptionSale": option_sale,
+    "Series": series,
 }
