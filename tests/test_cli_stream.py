@@ -19,9 +19,10 @@ import trio
 from rich.console import Console
 
 from trio_dxlink._cli_common import UsageError, parse_time_argument
+from trio_dxlink._cli_stream import listed_option
 from trio_dxlink._cli_table import EventTable, local_time
 from trio_dxlink.events import EVENT_TYPES, Candle, Order, Quote
-from trio_dxlink.testing import ServerConfig, open_dxlink_server
+from trio_dxlink.testing import Market, ServerConfig, open_dxlink_server
 
 from .conftest import CLI
 
@@ -109,25 +110,15 @@ async def test_candle_history_from_a_relative_time() -> None:
 # --- every event type as JSON -----------------------------------------------------------------
 
 SYMBOLS = {
-    "Greeks": ".SPY261218C600",
-    "TheoPrice": ".SPY261218C600",
-    "OptionSale": ".SPY261218C600",
+    "Greeks": listed_option(),
+    "TheoPrice": listed_option(),
+    "OptionSale": listed_option(),
     "Candle": "SPY{=1m}",
 }
-NOT_YET_SIMULATED: set[str] = set()
-"""Types the embedded server's simulated market does not produce yet: making it produce every
-type is issue #13 item 2 (the simulated market), done in its own branch."""
 
 
 def _case(type_name: str, *extra: str) -> object:
-    marks = []
-    if type_name in NOT_YET_SIMULATED:
-        reason = (
-            f"the simulated market does not produce {type_name} yet"
-            " (issue #13 item 2: a simulated market with every type)"
-        )
-        marks.append(pytest.mark.skip(reason=reason))
-    return pytest.param(type_name, list(extra), marks=marks, id=" ".join((type_name, *extra)))
+    return pytest.param(type_name, list(extra), id=" ".join((type_name, *extra)))
 
 
 TYPE_CASES = [
@@ -147,6 +138,17 @@ async def test_stream_json_prints_five_events_of_each_type(
     assert len(events) == 5
     assert {e["eventType"] for e in events} == {type_name}
     assert result.stderr == b""
+    if type_name == "Greeks":  # the help's option is near the money: sensible Greeks
+        assert all(0.2 < e["delta"] < 0.8 and e["gamma"] > 0 for e in events), events
+    if type_name in ("Order", "SpreadOrder", "AnalyticOrder"):
+        sources = {e["source"] for e in events}
+        assert sources <= ({"NTV"} if extra else {"NTV", "ntv"}), sources
+
+
+def test_the_helps_option_is_one_the_simulated_chain_lists() -> None:
+    start = dt.date(2026, 1, 1)
+    for day in (start + dt.timedelta(days=n) for n in range(0, 400, 3)):
+        assert listed_option(day) in Market().option_chain("SPY", today=day), day
 
 
 # --- the live table in a pseudo-terminal --------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from ._cli_tastytrade import add_stream_options, session_from_args, stream_usage
 from ._client import NO_RECONNECT, ReconnectPolicy
 from ._codec import encode_full
 from ._exceptions import SymbolError
+from ._expirations import tasty_monthly
 from ._open import open_dxlink
 from ._tokens import TokenSource
 from .events import EVENT_TYPES, Event, IndexedEvent, TimeSeriesEvent, event_class
@@ -53,12 +55,24 @@ def _type_list() -> str:
     return "\n".join(lines)
 
 
-_EXAMPLES = """\
+def listed_option(today: datetime.date | None = None) -> str:
+    """An option symbol the embedded server's simulated chain lists on ``today`` (default: the
+    date in New York now): SPY's call at 600 (where SPY starts) in the monthly expiration about
+    45 days out, so its Greeks are sensible. The help's examples use it."""
+    return f".SPY{tasty_monthly(today):%y%m%d}C600"
+
+
+def _examples() -> str:
+    option = listed_option()
+    return f"""\
 examples:
   trio-dxlink stream Quote SPY AAPL                   live table from the embedded server
   trio-dxlink stream Trade SPY --json --count 10      ten events as JSON lines
-  trio-dxlink stream Candle 'AAPL{=5m}' --from-time -2h
+  trio-dxlink stream Candle 'AAPL{{=5m}}' --from-time -2h
+  trio-dxlink stream Greeks {option:<26}Greeks of an option the simulated chain lists
+  trio-dxlink stream OptionSale SPY                   SPY's option prints (option_symbol says which)
   trio-dxlink stream Order AAPL --source NTV          one row per order of one source
+  trio-dxlink stream Order AAPL                       changes of every source (simulated: NTV, ntv)
   trio-dxlink stream Quote SPY --url wss://host/path --token "$TOKEN"
 """
 
@@ -74,12 +88,14 @@ def add_stream_parser(sub: Any) -> argparse.ArgumentParser:
             "the embedded local DXLink server with a simulated market and streams from it.\n"
             "Times in the table are local."
         ),
-        epilog=f"event types (matched case-insensitively):\n{_type_list()}\n\n{_EXAMPLES}",
+        epilog=f"event types (matched case-insensitively):\n{_type_list()}\n\n{_examples()}",
         formatter_class=HelpFormatter,
     )
     stream.add_argument("type", help="event type (listed below), e.g. Quote, Candle, Order")
     stream.add_argument(
-        "symbols", nargs="+", help="symbols, e.g. SPY AAPL, 'AAPL{=5m}' (candles), .SPY…C600"
+        "symbols",
+        nargs="+",
+        help=f"symbols, e.g. SPY AAPL, 'AAPL{{=5m}}' (candles), {listed_option()} (options)",
     )
     stream.add_argument(
         "--source", help="order source for Order, SpreadOrder, AnalyticOrder (e.g. NTV, ntv)"

@@ -132,7 +132,7 @@ class DXLinkFeed(LatestReads):
 
         Args:
             event_type: the event class, e.g. :class:`~trio_dxlink.Quote`.
-            symbols: dxFeed symbols (``"SPY"``, ``".SPY250117C500"``, ``"AAPL{=5m}"``, ``"*"``).
+            symbols: dxFeed symbols (``"SPY"``, ``".SPY270115C600"``, ``"AAPL{=5m}"``, ``"*"``).
             from_time: for time-series events, request history from this time (an aware
                 ``datetime`` or epoch **milliseconds**; a number that can only be seconds and a
                 naive datetime are refused; one in the future asks for no history): a

@@ -44,9 +44,9 @@ class OptionContract:
     """One option of a chain (a call or a put at one strike and expiration).
 
     Attributes:
-        symbol: tastytrade's (OCC) symbol, e.g. ``"SPY   250117C00500000"`` or, for a future
+        symbol: tastytrade's (OCC) symbol, e.g. ``"SPY   270115C00600000"`` or, for a future
             option, ``"./ESZ4 E3AZ4 241216C5000"``.
-        streamer_symbol: the dxFeed symbol to subscribe to (``".SPY250117C500"``).
+        streamer_symbol: the dxFeed symbol to subscribe to (``".SPY270115C600"``).
         root_symbol: the option root (``"SPXW"``; ``"/ES"`` for a future option).
         underlying_symbol: what it is an option on (``"SPX"``; the future, ``"/ESZ4"``).
         option_type: ``"C"`` or ``"P"``.

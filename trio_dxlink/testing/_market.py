@@ -7,7 +7,7 @@
 * ``Quote`` brackets the mid (``bid < ask``), ``Trade`` and ``TimeAndSale`` print between bid and
   ask and add to the day's volume, ``Summary`` reports the day's open/high/low/last consistently
   with those prints, ``Profile`` holds fixed reference data;
-* option symbols such as ``.SPY250117C500`` are priced with Black-Scholes from their underlying's
+* option symbols such as ``.SPY270115C600`` are priced with Black-Scholes from their underlying's
   mid (``TheoPrice``, ``Greeks``, and ``Quote`` around the theoretical price); the underlying is
   the option's root;
 * ``OptionSale`` and ``Series`` (an option's prints, an underlying's expiration series) are

@@ -17,7 +17,7 @@ _FIRST_MONDAY_MS = 4 * DAY_MS  # 1970-01-05, where weekly candles are aligned
 @functools.lru_cache(maxsize=4096)
 def parse_option_symbol(symbol: str) -> OptionSymbol | None:
     """:meth:`OptionSymbol.parse <trio_dxlink.symbols.OptionSymbol.parse>`, or ``None`` if
-    ``symbol`` is not an option's streamer symbol (``.SPY250117C500``)."""
+    ``symbol`` is not an option's streamer symbol (``.SPY270115C600``)."""
     try:
         return OptionSymbol.parse(symbol)
     except SymbolError:
