@@ -54,7 +54,7 @@ def start_redis(port: int, directory: str) -> subprocess.Popen[bytes]:
 async def bridge_rate(args: argparse.Namespace, port: int, redis: subprocess.Popen[bytes]) -> None:
     symbols = [f"SYM{i}" for i in range(args.symbols)]
     url = f"redis://127.0.0.1:{port}"
-    config = ServerConfig(queue_size=1_000_000)
+    config = ServerConfig(simulate=False, queue_size=1_000_000)
     async with (
         open_dxlink_server(config=config, market=Market(seed=1), in_memory=True) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,

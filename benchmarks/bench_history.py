@@ -38,7 +38,9 @@ async def run(candles: int, repeats: int) -> None:
         market.update(
             Candle(SYMBOL, time=t, index=index_from_time(t), close=price, volume=1000.0 + n)
         )
-    config = ServerConfig(max_snapshot_events=candles + 10, max_events_per_message=500)
+    config = ServerConfig(
+        simulate=False, max_snapshot_events=candles + 10, max_events_per_message=500
+    )
     model: list[float] = []
     raw: list[float] = []
     async with open_dxlink_server(config=config, market=market) as server:  # noqa: SIM117

@@ -22,7 +22,7 @@ from trio_dxlink.testing import Market, ServerConfig, open_dxlink_server
 
 async def delivered_rate(symbols: list[str], connections: int, rounds: int) -> tuple[float, int]:
     cap = math.ceil(len(symbols) / connections)
-    config = ServerConfig(max_subscriptions=cap, queue_size=1_000_000)
+    config = ServerConfig(simulate=False, max_subscriptions=cap, queue_size=1_000_000)
     async with (
         open_dxlink_server(config=config, market=Market(seed=1), in_memory=True) as server,
         open_dxlink_pool(

@@ -62,6 +62,7 @@ STAMP = 8_888_888_888_888_888_888
 """Placeholder ``eventTime`` in rate-mode frames, replaced by ``time.time_ns()`` at send time."""
 STAMP_TEXT = str(STAMP)
 CONFIG = ServerConfig(
+    simulate=False,
     token="any",  # UNAUTHORIZED after SETUP, then AUTHORIZED for whatever token AUTH presents
     user_id="bench",
     version=SERVER_VERSION,

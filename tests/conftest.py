@@ -31,7 +31,7 @@ async def server() -> AsyncIterator[DXLinkServer]:
 
     It keeps closed connections, so tests can inspect what a client sent after it has gone.
     """
-    config = ServerConfig(keep_closed_connections=True)
+    config = ServerConfig(simulate=False, keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         yield srv
 
@@ -39,7 +39,7 @@ async def server() -> AsyncIterator[DXLinkServer]:
 @pytest.fixture
 async def token_server() -> AsyncIterator[DXLinkServer]:
     """A local server that requires the token ``"secret"`` (and keeps closed connections)."""
-    config = ServerConfig(token="secret", keep_closed_connections=True)
+    config = ServerConfig(simulate=False, token="secret", keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         yield srv
 

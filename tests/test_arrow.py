@@ -26,7 +26,7 @@ from trio_dxlink import (
 )
 from trio_dxlink.arrow import event_schema, to_arrow, ts_event_field, write_parquet
 from trio_dxlink.events import Event
-from trio_dxlink.testing import open_dxlink_server
+from trio_dxlink.testing import ServerConfig, open_dxlink_server
 
 from .conftest import pinned_market, until
 
@@ -45,7 +45,9 @@ async def _record(path: Path) -> list[Event]:
     """Quotes (with NaN fields) and a trade recorded against the in-memory server."""
     live: list[Event] = []
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector(), record=path) as feed,
         feed.subscribe(Quote, ["SPY", "AAPL"], overflow=Overflow.LOSSLESS) as quotes,
         feed.subscribe(Trade, ["SPY"], overflow=Overflow.LOSSLESS) as trades,

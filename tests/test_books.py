@@ -148,7 +148,9 @@ def test_render_gives_each_order_type_its_own_fields() -> None:
 
 async def test_an_order_subscription_gets_its_sources_book_as_a_snapshot() -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
     ):
         server.publish_book("AAPL", "NTV", bids=[(99.0, 100)], asks=[(100.0, 200), (101.0, 5)])
@@ -170,7 +172,9 @@ async def test_an_order_subscription_gets_its_sources_book_as_a_snapshot() -> No
 
 async def test_switches_cut_snapshots_and_send_transactions_in_pieces() -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
     ):
         server.books.max_snapshot_orders = 2

@@ -26,7 +26,7 @@ from trio_dxlink import (
     run_bridge,
 )
 from trio_dxlink._redis_codec import decode_entry, encode_entry, stream_key
-from trio_dxlink.testing import DXLinkServer, open_dxlink_server
+from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
 from .conftest import pinned_market
 from .redis_server import RedisServer, running_redis
@@ -51,7 +51,9 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def dx() -> AsyncIterator[DXLinkServer]:
-    async with open_dxlink_server(market=pinned_market(), in_memory=True) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+    ) as server:
         yield server
 
 

@@ -102,7 +102,7 @@ async def test_token_never_in_reprs_or_errors(token_server: DXLinkServer) -> Non
 
 
 async def test_unreachable_server_is_connect_error() -> None:
-    async with open_dxlink_server() as srv:
+    async with open_dxlink_server(config=ServerConfig(simulate=False)) as srv:
         url = srv.url
     with pytest.raises(ConnectError, match="could not connect"):
         async with open_dxlink(url):
@@ -391,7 +391,7 @@ async def test_subscribe_rejects_bad_arguments(server: DXLinkServer) -> None:
 async def test_keepalive_sent_before_the_servers_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(keepalive_timeout=10)
+    config = ServerConfig(simulate=False, keepalive_timeout=10)
     async with (
         open_dxlink_server(config=config, market=pinned_market()) as srv,
         open_dxlink(srv.url, reconnect=NO_RECONNECT) as feed,
@@ -406,7 +406,7 @@ async def test_keepalive_sent_before_the_servers_timeout(
 async def test_server_timeout_close_surfaces(autojump_clock: trio.testing.MockClock) -> None:
     # A client that advertises a keepalive interval longer than the server's timeout is cut
     # off by the server (ERROR TIMEOUT, then close); without reconnect the block says why.
-    config = ServerConfig(keepalive_timeout=10, keep_closed_connections=True)
+    config = ServerConfig(simulate=False, keepalive_timeout=10, keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         with pytest.raises((ServerError, ConnectionClosedError)) as info:
             async with open_dxlink(srv.url, reconnect=NO_RECONNECT) as feed:

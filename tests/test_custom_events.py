@@ -279,7 +279,7 @@ def test_a_taken_name_is_refused_unless_the_same_class_is_declared_again() -> No
 
 @pytest.mark.parametrize("data_format", ["COMPACT", "FULL"])
 async def test_a_declared_type_streams_from_the_local_server(data_format: str) -> None:
-    config = ServerConfig(data_format_override=data_format)
+    config = ServerConfig(simulate=False, data_format_override=data_format)
     async with (
         open_dxlink_server(config=config, market=pinned_market()) as server,
         open_dxlink(server.url) as feed,

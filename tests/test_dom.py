@@ -32,7 +32,9 @@ async def next_book(dom: object, predicate: object = lambda book: True) -> DomSn
 
 async def test_depth_of_market_yields_the_servers_books_across_a_reconnect() -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector(), reconnect=FAST) as feed,
     ):
         server.publish_book("AAPL", "NTV", bids=[(99.0, 300), (99.5, 100)], asks=[(100.0, 200)])
@@ -63,7 +65,9 @@ async def test_depth_of_market_yields_the_servers_books_across_a_reconnect() -> 
 
 async def test_an_error_on_a_dom_channel_fails_that_handle_only() -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, ["SPY"]) as quotes,
     ):
@@ -94,7 +98,9 @@ async def test_an_error_on_a_dom_channel_fails_that_handle_only() -> None:
 
 async def test_a_slow_reader_sees_the_newest_book(autojump_clock: trio.abc.Clock) -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
         feed.depth_of_market("AAPL", sources=["NTV"], depth=1) as dom,
     ):
@@ -111,7 +117,9 @@ async def test_a_slow_reader_sees_the_newest_book(autojump_clock: trio.abc.Clock
 
 
 async def test_the_handle_ends_with_its_block_and_with_the_feed() -> None:
-    async with open_dxlink_server(market=pinned_market(), in_memory=True) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+    ) as server:
         async with open_dxlink(server.url, connector=server.connector()) as feed:
             dom = feed.depth_of_market("AAPL", sources="NTV")
             assert dom.sources == ("NTV",)
@@ -138,7 +146,9 @@ async def test_the_handle_ends_with_its_block_and_with_the_feed() -> None:
 )
 async def test_bad_arguments_are_refused(kwargs: dict[str, object], match: str) -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
     ):
         with pytest.raises(ValueError, match=match):

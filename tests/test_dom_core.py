@@ -309,7 +309,7 @@ def test_the_server_refuses_a_dom_setup_it_cannot_honour() -> None:
 
 def test_client_and_server_cores_speak_dom_back_to_back() -> None:
     client = ClientConnection(TOKEN)
-    server = ServerProtocol(ServerConfig(token=TOKEN), 0.0)
+    server = ServerProtocol(ServerConfig(simulate=False, token=TOKEN), 0.0)
     client.start(0.0)
     cid = client.open_dom_channel("/ESZ24:XCME", ["GLBX", "glbx"], depth=3)
     events = pump(client, server, 0.0)

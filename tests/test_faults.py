@@ -52,7 +52,7 @@ def channel_of(server: DXLinkServer, event_type: str) -> tuple[int, int]:
 
 
 async def test_revoked_token_reconnects_with_a_fresh_one() -> None:
-    config = ServerConfig(token="secret")
+    config = ServerConfig(simulate=False, token="secret")
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         session = Session(srv.url, ["secret"])
         async with (
@@ -73,7 +73,7 @@ async def test_revoked_token_reconnects_with_a_fresh_one() -> None:
 
 
 async def test_a_session_that_keeps_handing_out_rejected_tokens_ends_in_auth_error() -> None:
-    config = ServerConfig(token="secret")
+    config = ServerConfig(simulate=False, token="secret")
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
         session = Session(srv.url, ["secret", "stale"])
         before = task_count()
@@ -89,7 +89,7 @@ async def test_a_session_that_keeps_handing_out_rejected_tokens_ends_in_auth_err
 async def test_renewal_refused_by_the_server_is_retried_with_a_fresh_token(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(token="secret")
+    config = ServerConfig(simulate=False, token="secret")
     async with open_dxlink_server(config=config, market=pinned_market()) as srv:
 
         class Expiring(Session):
@@ -245,7 +245,7 @@ async def test_a_handle_is_a_trio_receive_channel(server: DXLinkServer) -> None:
 async def test_a_nonsense_keepalive_timeout_is_clamped(
     announced: float, autojump_clock: trio.testing.MockClock
 ) -> None:
-    config = ServerConfig(announce_keepalive_timeout=announced)
+    config = ServerConfig(simulate=False, announce_keepalive_timeout=announced)
     async with (
         open_dxlink_server(config=config, market=pinned_market()) as srv,
         open_dxlink(srv.url, keepalive_interval=30.0) as feed,

@@ -185,7 +185,7 @@ def test_a_refusal_fails_the_newest_request_that_had_no_data() -> None:
 
 @pytest.fixture
 async def memory_server() -> AsyncIterator[DXLinkServer]:
-    config = ServerConfig(keep_closed_connections=True)
+    config = ServerConfig(simulate=False, keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         yield srv
 
@@ -252,7 +252,7 @@ async def test_history_that_does_not_reach_start_says_so(memory_server: DXLinkSe
 
 
 async def test_a_snipped_history_is_marked() -> None:
-    config = ServerConfig(max_snapshot_events=5)
+    config = ServerConfig(simulate=False, max_snapshot_events=5)
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         record(srv, "AAPL{=5m}", 30)
         async with open_dxlink(srv.url, connector=srv.connector()) as feed:
@@ -434,7 +434,7 @@ async def test_sixty_requests_at_once_are_paced(memory_server: DXLinkServer) -> 
 
 async def test_a_server_cap_refuses_requests_but_never_the_connection() -> None:
     # The client allows 20 in flight, the server only 5: the rest are refused one by one.
-    config = ServerConfig(max_snapshots_in_flight=5, keep_closed_connections=True)
+    config = ServerConfig(simulate=False, max_snapshots_in_flight=5, keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         symbols = [f"S{i}{{=5m}}" for i in range(60)]
         for symbol in symbols:
@@ -469,7 +469,7 @@ async def test_a_server_cap_refuses_requests_but_never_the_connection() -> None:
 
 
 async def test_pacing_under_the_server_cap_means_no_refusals() -> None:
-    config = ServerConfig(max_snapshots_in_flight=5)
+    config = ServerConfig(simulate=False, max_snapshots_in_flight=5)
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         symbols = [f"S{i}{{=5m}}" for i in range(60)]
         for symbol in symbols:
@@ -492,6 +492,7 @@ async def test_pacing_under_the_server_cap_means_no_refusals() -> None:
 async def test_normalised_echo_string_index_and_split_snapshots(data_format: str) -> None:
     # The server answers SPX{=1h} as SPX{=h}, with index as a string, in TX_PENDING pieces.
     config = ServerConfig(
+        simulate=False,
         normalize_candle_symbols=True,
         index_as_string=True,
         snapshot_transaction_size=3,
@@ -518,7 +519,9 @@ async def test_normalised_echo_string_index_and_split_snapshots(data_format: str
 
 
 async def test_history_over_loopback() -> None:
-    async with open_dxlink_server(market=pinned_market()) as srv:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market()
+    ) as srv:
         record(srv, "AAPL{=5m}", 50)
         async with open_dxlink(srv.url) as feed:
             with trio.fail_after(10):

@@ -23,7 +23,9 @@ from .conftest import SocketCheck, pinned_market, task_count, until
 
 
 async def test_an_in_memory_server_opens_no_socket(sockets: SocketCheck) -> None:
-    async with open_dxlink_server(market=pinned_market(), in_memory=True) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+    ) as server:
         assert server.url == IN_MEMORY_URL
         assert server.port == 0
         async with (
@@ -40,7 +42,7 @@ async def test_an_in_memory_server_opens_no_socket(sockets: SocketCheck) -> None
 async def test_six_hours_of_keepalives_pass_instantly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(keepalive_timeout=60)
+    config = ServerConfig(simulate=False, keepalive_timeout=60)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_dxlink(
@@ -67,7 +69,9 @@ async def test_reconnect_backoff_follows_the_policy_in_virtual_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     policy = ReconnectPolicy(initial_delay=1.0, multiplier=2.0, max_delay=8.0, jitter=0.0)
-    async with open_dxlink_server(market=pinned_market(), in_memory=True) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+    ) as server:
         before = task_count()
         async with open_dxlink(server.url, connector=server.connector(), reconnect=policy) as feed:
             server.reject_upgrades(503, count=4)  # four failed attempts after the drop
@@ -85,7 +89,9 @@ async def test_reconnect_backoff_follows_the_policy_in_virtual_time(
 
 
 async def test_upgrade_faults_apply_in_memory() -> None:
-    async with open_dxlink_server(market=pinned_market(), in_memory=True) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+    ) as server:
         server.reject_upgrades(503, body=b"maintenance", count=1)
         with pytest.raises(ConnectError, match="HTTP 503") as info:
             async with open_dxlink(server.url, connector=server.connector()):
@@ -100,7 +106,9 @@ async def test_upgrade_faults_apply_in_memory() -> None:
 
 
 async def test_a_stopped_server_is_a_connect_error() -> None:
-    async with open_dxlink_server(market=pinned_market(), in_memory=True) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+    ) as server:
         connector = server.connector()
     with pytest.raises(ConnectError, match="not running"):
         async with open_dxlink(server.url, connector=connector):
@@ -108,7 +116,9 @@ async def test_a_stopped_server_is_a_connect_error() -> None:
 
 
 async def test_a_tcp_server_takes_in_memory_connections_too() -> None:
-    async with open_dxlink_server(market=pinned_market()) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market()
+    ) as server:
         assert server.url.startswith("ws://127.0.0.1:")
         async with open_dxlink(server.url, connector=server.connector()) as feed:
             assert feed.statistics().state is FeedState.CONNECTED
@@ -117,14 +127,16 @@ async def test_a_tcp_server_takes_in_memory_connections_too() -> None:
 
 async def test_in_memory_refuses_tls() -> None:
     with pytest.raises(TypeError, match="no ssl_context"):
-        async with open_dxlink_server(in_memory=True, ssl_context=object()):  # type: ignore[arg-type]
+        async with open_dxlink_server(
+            config=ServerConfig(simulate=False), in_memory=True, ssl_context=object()
+        ):  # type: ignore[arg-type]
             pass
 
 
 async def test_a_long_lived_connection_keeps_a_bounded_record(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(keep_received=50)
+    config = ServerConfig(simulate=False, keep_received=50)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_dxlink(server.url, connector=server.connector(), keepalive_interval=1) as feed,
@@ -138,7 +150,9 @@ async def test_a_long_lived_connection_keeps_a_bounded_record(
 
 async def test_latest_never_waits_and_get_event_takes_several_symbols() -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
     ):
         assert feed.latest(Quote, "SPY") is None  # nothing known: None at once

@@ -26,7 +26,7 @@ from trio_dxlink import (
     open_dxlink,
 )
 from trio_dxlink.events import EventFlag
-from trio_dxlink.testing import DXLinkServer, open_dxlink_server
+from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
 from .conftest import pinned_market, until
 
@@ -74,7 +74,9 @@ async def view_where(
 @pytest.fixture
 async def memory() -> AsyncIterator[tuple[DXLinkServer, DXLinkFeed]]:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector(), reconnect=FAST) as feed,
     ):
         yield server, feed
@@ -121,7 +123,9 @@ async def test_the_book_is_rebuilt_after_a_reconnect_and_the_reader_is_told(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector(), reconnect=FAST) as feed,
         feed.order_book("AAPL", sources=["NTV", "GLBX"], notify_gaps=True) as book,
     ):

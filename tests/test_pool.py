@@ -32,7 +32,7 @@ def held(server: DXLinkServer) -> list[int]:
 
 
 async def test_subscriptions_fill_one_connection_then_open_the_next() -> None:
-    config = ServerConfig(max_subscriptions=3)
+    config = ServerConfig(simulate=False, max_subscriptions=3)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_dxlink_pool(
@@ -67,7 +67,9 @@ async def test_subscriptions_fill_one_connection_then_open_the_next() -> None:
 
 async def test_a_full_pool_refuses_and_subscribes_nothing() -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink_pool(
             server.url,
             connector=server.connector(),
@@ -93,7 +95,9 @@ async def test_bad_pool_sizes_are_refused() -> None:
 async def test_rebalance_moves_only_when_asked() -> None:
     symbols = ["A", "B", "C", "D", "E", "F", "G", "H"]
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink_pool(
             server.url, connector=server.connector(), max_subscriptions_per_connection=4
         ) as pool,
@@ -130,7 +134,7 @@ async def receive_symbols(rx: object, wanted: set[str]) -> None:
 
 async def test_sixty_thousand_subscriptions_over_six_capped_connections() -> None:
     symbols = [f".S{i:05d}" for i in range(30_000)]
-    config = ServerConfig(max_subscriptions=10_000, queue_size=100_000)
+    config = ServerConfig(simulate=False, max_subscriptions=10_000, queue_size=100_000)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_dxlink_pool(

@@ -81,7 +81,7 @@ def test_the_config_fixture_can_be_overridden(tmp_path: Path) -> None:
 
 @pytest.fixture
 def dxlink_server_config() -> ServerConfig:
-    return ServerConfig(token="secret")
+    return ServerConfig(simulate=False, token="secret")
 
 
 async def test_the_fixtures_in_this_suite(

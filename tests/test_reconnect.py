@@ -49,7 +49,7 @@ from .conftest import FAST, pinned_market, task_count, until
 @pytest.fixture
 async def server() -> AsyncIterator[DXLinkServer]:
     """This module's server: the conftest one, reached in memory."""
-    config = ServerConfig(keep_closed_connections=True)
+    config = ServerConfig(simulate=False, keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         yield srv
 
@@ -57,7 +57,7 @@ async def server() -> AsyncIterator[DXLinkServer]:
 @pytest.fixture
 async def token_server() -> AsyncIterator[DXLinkServer]:
     """A server that requires the token ``"secret"``, reached in memory."""
-    config = ServerConfig(token="secret", keep_closed_connections=True)
+    config = ServerConfig(simulate=False, token="secret", keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         yield srv
 
@@ -159,7 +159,9 @@ async def test_stall_is_a_dead_link_and_reconnects_within_the_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as srv,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as srv,
         connect(srv, reconnect=FAST, keepalive_timeout=10) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
@@ -211,7 +213,7 @@ class ExpiringSession:
 async def test_token_renewed_before_expiry_without_losing_subscriptions(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(token="secret")
+    config = ServerConfig(simulate=False, token="secret")
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         session = ExpiringSession(srv.url, lifetime=1000)
         async with (
@@ -233,7 +235,7 @@ async def test_token_renewed_before_expiry_without_losing_subscriptions(
 
 
 async def test_25000_symbols_subscribe_in_chunks_under_the_budget() -> None:
-    config = ServerConfig(max_message_size=16 * 1024)
+    config = ServerConfig(simulate=False, max_message_size=16 * 1024)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv,
         connect(srv, reconnect=FAST) as feed,
@@ -250,7 +252,7 @@ async def test_25000_symbols_subscribe_in_chunks_under_the_budget() -> None:
 
 
 async def test_multi_megabyte_feed_data_is_accepted() -> None:
-    config = ServerConfig(max_events_per_message=50_000)
+    config = ServerConfig(simulate=False, max_events_per_message=50_000)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv,
         connect(srv) as feed,
@@ -332,7 +334,9 @@ async def run_server(
 ) -> None:
     """Serve until ``scope`` is cancelled: a server that can be taken away for good."""
     with scope:
-        async with open_dxlink_server(market=pinned_market(), in_memory=in_memory) as srv:
+        async with open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=in_memory
+        ) as srv:
             task_status.started(srv)
             await trio.sleep_forever()
 

@@ -84,7 +84,7 @@ async def test_a_session_with_a_reconnect_replays_to_the_same_events(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, name: str
 ) -> None:
     path = tmp_path / name
-    config = ServerConfig(token=TOKEN)
+    config = ServerConfig(simulate=False, token=TOKEN)
     async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server:
         live = await _record_session(path, server)
     assert len(live) >= 8
@@ -109,7 +109,7 @@ async def test_no_token_reaches_the_file(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, compress: bool
 ) -> None:
     path = tmp_path / "s.dxrec"
-    config = ServerConfig(token=TOKEN)
+    config = ServerConfig(simulate=False, token=TOKEN)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_recorder(path, compress=compress) as recorder,
@@ -139,7 +139,7 @@ async def test_the_manifest_describes_the_session(
 ) -> None:
     path = tmp_path / "s.dxrec"
     async with open_dxlink_server(
-        config=ServerConfig(token=TOKEN), market=pinned_market(), in_memory=True
+        config=ServerConfig(simulate=False, token=TOKEN), market=pinned_market(), in_memory=True
     ) as server:
         await _record_session(path, server)
     manifest = read_manifest(path)
@@ -165,7 +165,9 @@ async def test_replay_at_1x_keeps_the_recorded_spacing_and_fast_replay_takes_no_
     path = tmp_path / "hour.dxrec"
     gaps = [0.0, 600.0, 1200.0, 1800.0, 2400.0, 3600.0]
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector(), record=path) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
@@ -206,7 +208,9 @@ async def test_a_full_buffer_drops_frames_counts_them_and_never_blocks(
 ) -> None:
     path = tmp_path / "s.dxrec"
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_recorder(path, max_buffer_bytes=1) as recorder,
         open_dxlink(server.url, connector=server.connector(), record=recorder) as feed,
         feed.subscribe(Quote, ["SPY"]) as rx,

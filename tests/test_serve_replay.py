@@ -17,7 +17,7 @@ import trio.testing
 from trio_dxlink import Overflow, Quote, open_dxlink
 from trio_dxlink._codec import encode_full
 from trio_dxlink.events import Event
-from trio_dxlink.testing import open_dxlink_server, play_recording
+from trio_dxlink.testing import ServerConfig, open_dxlink_server, play_recording
 
 from .conftest import pinned_market, start_serve, until
 from .test_cli import run_cli
@@ -32,7 +32,9 @@ async def _record(
     live: list[Event] = []
     times: list[float] = []
     async with (
-        open_dxlink_server(market=pinned_market(), in_memory=True) as server,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
         open_dxlink(server.url, connector=server.connector(), record=path) as feed,
         feed.subscribe(Quote, ["SPY", "AAPL"], overflow=Overflow.LOSSLESS) as rx,
     ):
@@ -74,7 +76,7 @@ async def test_the_server_plays_a_recording_in_recorded_time(
     live, live_times = await _record(path)
 
     async with (
-        open_dxlink_server(in_memory=True) as server,
+        open_dxlink_server(config=ServerConfig(simulate=False), in_memory=True) as server,
         trio.open_nursery() as nursery,
         open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, ["SPY", "AAPL"], overflow=Overflow.LOSSLESS) as rx,
@@ -99,7 +101,7 @@ async def test_speed_scales_the_spacing_and_bad_speeds_are_refused(
 ) -> None:
     path = tmp_path / "session.dxrec"
     await _record(path, quotes=3)
-    async with open_dxlink_server(in_memory=True) as server:
+    async with open_dxlink_server(config=ServerConfig(simulate=False), in_memory=True) as server:
         with pytest.raises(ValueError, match="speed must be positive"):
             await play_recording(server, path, speed=0)
         async with (

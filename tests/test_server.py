@@ -25,6 +25,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from trio_dxlink import EVENT_TYPES, open_dxlink
 from trio_dxlink._messages import Auth, ChannelRequest, FeedSubscription, Keepalive, Setup
 from trio_dxlink.events import (
     Candle,
@@ -183,7 +184,7 @@ async def ready_client(
     Unless ``announce`` is set, the server does not announce fields the client chose itself
     (the tastytrade-like mode), so data follows subscriptions directly.
     """
-    config = attrs.evolve(config or ServerConfig(), event_fields_in_config=announce)
+    config = attrs.evolve(config or ServerConfig(simulate=False), event_fields_in_config=announce)
     async with (
         open_dxlink_server(config=config, market=market or pinned_market()) as server,
         connect(server) as client,
@@ -207,7 +208,10 @@ async def subscribed(server: DXLinkServer, event_type: str, symbol: str) -> None
 
 
 async def test_handshake_without_token_authorizes_at_once() -> None:
-    async with open_dxlink_server() as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False)) as server,
+        connect(server) as client,
+    ):
         await client.send(
             {
                 "type": "SETUP",
@@ -238,7 +242,7 @@ async def test_handshake_without_token_authorizes_at_once() -> None:
 
 
 async def test_handshake_with_token() -> None:
-    config = ServerConfig(token="s3cret", user_id="u-42", keepalive_timeout=30)
+    config = ServerConfig(simulate=False, token="s3cret", user_id="u-42", keepalive_timeout=30)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.send({"type": "SETUP", "channel": 0, "version": "0.1-test"})
         setup = await client.expect("SETUP")
@@ -254,7 +258,7 @@ async def test_handshake_with_token() -> None:
 
 
 async def test_bad_token_gets_unauthorized_then_close() -> None:
-    config = ServerConfig(token="good", keep_closed_connections=True)
+    config = ServerConfig(simulate=False, token="good", keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server:
         async with connect(server) as client:
             await client.send({"type": "SETUP", "channel": 0, "version": "0.1-test"})
@@ -269,7 +273,7 @@ async def test_bad_token_gets_unauthorized_then_close() -> None:
 
 async def test_channel_request_before_auth_is_unauthorized() -> None:
     async with (
-        open_dxlink_server(config=ServerConfig(token="t")) as server,
+        open_dxlink_server(config=ServerConfig(simulate=False, token="t")) as server,
         connect(server) as client,
     ):
         await client.send({"type": "SETUP", "channel": 0, "version": "0.1-test"})
@@ -287,7 +291,10 @@ async def test_channel_request_before_auth_is_unauthorized() -> None:
 
 
 async def test_messages_before_setup_are_bad_actions() -> None:
-    async with open_dxlink_server() as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False)) as server,
+        connect(server) as client,
+    ):
         await client.send({"type": "KEEPALIVE", "channel": 0})
         error = await client.expect("ERROR", error="BAD_ACTION", channel=0)
         assert "SETUP" in error["message"]
@@ -296,7 +303,10 @@ async def test_messages_before_setup_are_bad_actions() -> None:
 
 
 async def test_invalid_message_gets_error_and_the_connection_goes_on() -> None:
-    async with open_dxlink_server() as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False)) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         for bad in ("{not json", "[1, 2]", '{"type": "SETUP"}', '{"channel": 0}'):
             await client.ws.send_message(bad)
@@ -328,7 +338,10 @@ async def test_out_of_order_and_server_only_messages_are_bad_actions() -> None:
 
 
 async def test_channel_opened_echoes_parameters_with_sub_format() -> None:
-    async with open_dxlink_server() as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False)) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         params = {"contract": "AUTO", "space": "x"}
         await client.send(
@@ -342,7 +355,10 @@ async def test_channel_opened_echoes_parameters_with_sub_format() -> None:
 
 
 async def test_feed_setup_gets_feed_config_without_event_fields() -> None:
-    async with open_dxlink_server() as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False)) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         config = await client.open_feed(1, fields={"Quote": QUOTE_FIELDS}, aggregation=10)
         assert config == {
@@ -425,7 +441,7 @@ async def test_full_format_sends_objects_with_the_requested_fields() -> None:
 
 
 async def test_data_format_override_forces_full() -> None:
-    config = ServerConfig(data_format_override="FULL")
+    config = ServerConfig(simulate=False, data_format_override="FULL")
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake()
         reply = await client.open_feed(1, data_format="COMPACT")
@@ -441,7 +457,7 @@ async def test_data_format_override_forces_full() -> None:
 async def test_one_pair_per_message_by_default_and_more_when_configured() -> None:
     fields = {"Quote": ["eventSymbol", "bidPrice"], "Trade": ["eventSymbol", "price"]}
     for pairs, expected in ((1, [["Quote"], ["Trade"]]), (2, [["Quote", "Trade"]])):
-        config = ServerConfig(pairs_per_message=pairs)
+        config = ServerConfig(simulate=False, pairs_per_message=pairs)
         async with ready_client(config, fields=fields) as (server, client):
             await client.subscribe(
                 add=[{"type": "Quote", "symbol": "S"}, {"type": "Trade", "symbol": "S"}]
@@ -457,7 +473,7 @@ async def test_one_pair_per_message_by_default_and_more_when_configured() -> Non
 
 async def test_event_fields_in_config_announces_before_first_data_only() -> None:
     fields = {"Quote": ["eventSymbol", "bidPrice"]}
-    config = ServerConfig(event_fields_in_config=True)
+    config = ServerConfig(simulate=False, event_fields_in_config=True)
     async with ready_client(config, fields=fields, announce=True) as (server, client):
         await client.subscribe(add=[{"type": "Quote", "symbol": "S"}])
         await subscribed(server, "Quote", "S")
@@ -582,7 +598,7 @@ async def test_candle_history_snapshot_is_newest_first_and_flagged() -> None:
 
 
 async def test_empty_and_snipped_snapshots() -> None:
-    config = ServerConfig(max_snapshot_events=3)
+    config = ServerConfig(simulate=False, max_snapshot_events=3)
     async with ready_client(config, fields=CANDLE_FIELDS) as (server, client):
         # Nothing known: one REMOVE_EVENT|SNAPSHOT_BEGIN|SNAPSHOT_END event at fromTime.
         await client.subscribe(add=[{"type": "Candle", "symbol": "Z{=1d}", "fromTime": 1000}])
@@ -634,7 +650,7 @@ async def test_time_and_sale_snapshot_of_published_events() -> None:
 
 
 async def test_server_sends_keepalive_when_idle(autojump_clock: trio.testing.MockClock) -> None:
-    config = ServerConfig(keepalive_timeout=1000)
+    config = ServerConfig(simulate=False, keepalive_timeout=1000)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake(keepalive=10)
         start = trio.current_time()
@@ -650,7 +666,7 @@ async def test_server_sends_keepalive_when_idle(autojump_clock: trio.testing.Moc
 async def test_silent_client_gets_error_timeout_then_close(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(keepalive_timeout=30, keep_closed_connections=True)
+    config = ServerConfig(simulate=False, keepalive_timeout=30, keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake(keepalive=1000)
         client.guard = 100
@@ -667,7 +683,7 @@ async def test_silent_client_gets_error_timeout_then_close(
 async def test_client_messages_keep_the_connection_alive(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(keepalive_timeout=30)
+    config = ServerConfig(simulate=False, keepalive_timeout=30)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake(keepalive=1000)
         for _ in range(4):
@@ -679,7 +695,7 @@ async def test_client_messages_keep_the_connection_alive(
 
 
 async def test_oversized_frame_gets_close_1009() -> None:
-    config = ServerConfig(max_message_size=1000, keep_closed_connections=True)
+    config = ServerConfig(simulate=False, max_message_size=1000, keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake()
         await client.send({"type": "KEEPALIVE", "channel": 0, "pad": "x" * 900})  # under: fine
@@ -691,7 +707,10 @@ async def test_oversized_frame_gets_close_1009() -> None:
 
 
 async def test_set_max_message_size() -> None:
-    async with open_dxlink_server() as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False)) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         server.set_max_message_size(100)
         await client.send({"type": "KEEPALIVE", "channel": 0, "pad": "y" * 100})
@@ -726,7 +745,7 @@ async def test_simulated_market_streams_updates(autojump_clock: trio.testing.Moc
 
 async def test_publish_reaches_every_subscribed_connection() -> None:
     async with (
-        open_dxlink_server(market=pinned_market()) as server,
+        open_dxlink_server(config=ServerConfig(simulate=False), market=pinned_market()) as server,
         connect(server) as a,
         connect(server) as b,
     ):
@@ -746,7 +765,7 @@ async def test_publish_reaches_every_subscribed_connection() -> None:
 
 
 async def test_drop_all_aborts_every_connection() -> None:
-    async with open_dxlink_server() as server:
+    async with open_dxlink_server(config=ServerConfig(simulate=False)) as server:
         async with connect(server) as a, connect(server) as b:
             await a.handshake()
             await b.handshake()
@@ -760,7 +779,7 @@ async def test_drop_all_aborts_every_connection() -> None:
 
 
 async def test_drop_all_with_a_close_code() -> None:
-    config = ServerConfig(keep_closed_connections=True)
+    config = ServerConfig(simulate=False, keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake()
         server.drop_all(code=1011)
@@ -770,7 +789,7 @@ async def test_drop_all_with_a_close_code() -> None:
 
 
 async def test_stall_and_resume(autojump_clock: trio.testing.MockClock) -> None:
-    config = ServerConfig(keepalive_timeout=1000)
+    config = ServerConfig(simulate=False, keepalive_timeout=1000)
     async with ready_client(config, fields={"Quote": ["eventSymbol"]}) as (server, client):
         await client.subscribe(add=[{"type": "Quote", "symbol": "S"}])
         await subscribed(server, "Quote", "S")
@@ -798,7 +817,7 @@ async def test_stall_and_resume(autojump_clock: trio.testing.MockClock) -> None:
 
 
 async def test_slow_client_is_dropped_when_its_queue_fills() -> None:
-    config = ServerConfig(queue_size=4, keep_closed_connections=True)
+    config = ServerConfig(simulate=False, queue_size=4, keep_closed_connections=True)
     async with ready_client(config, fields={"Quote": ["eventSymbol"]}) as (server, client):
         await client.subscribe(add=[{"type": "Quote", "symbol": "S"}])
         await subscribed(server, "Quote", "S")
@@ -811,7 +830,7 @@ async def test_slow_client_is_dropped_when_its_queue_fills() -> None:
 
 
 async def test_reject_next_token() -> None:
-    config = ServerConfig(token="tok", keep_closed_connections=True)
+    config = ServerConfig(simulate=False, token="tok", keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server:
         server.reject_next_token()
         async with connect(server) as client:
@@ -870,7 +889,7 @@ async def test_switch_data_format_mid_session() -> None:
 
 
 async def test_wait_for_wakes_on_state_changes() -> None:
-    async with open_dxlink_server() as server:
+    async with open_dxlink_server(config=ServerConfig(simulate=False)) as server:
         done = trio.Event()
 
         async def waiter() -> None:
@@ -898,7 +917,10 @@ async def test_serve_dxlink_in_callers_nursery_and_nothing_outlives_the_block() 
             await client.handshake()
         nursery.cancel_scope.cancel()
 
-    async with open_dxlink_server() as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False)) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         port = server.port
     with pytest.raises(
@@ -1055,3 +1077,29 @@ def test_market_walk_moves_with_the_clock() -> None:
     assert market.mid("XYZ") != first
     with pytest.raises(ValueError, match="simulate"):
         market.step("Order", "XYZ")
+
+
+async def test_the_default_server_simulates_every_type_and_simulate_false_scripts_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    symbols = {"Candle": "SPY{=1m}", "Greeks": ".SPY270115C600", "TheoPrice": ".SPY270115C600"}
+    async with (
+        open_dxlink_server(in_memory=True) as server,
+        open_dxlink(server.url, connector=server.connector()) as feed,
+    ):
+        assert server.config.simulate
+        for cls in EVENT_TYPES:
+            async with feed.subscribe(cls, [symbols.get(cls.__name__, "SPY")]) as rx:
+                with trio.fail_after(60):
+                    event = await rx.receive()
+            assert type(event) is cls
+    scripted = ServerConfig(simulate=False)
+    async with (
+        open_dxlink_server(config=scripted, in_memory=True) as server,
+        open_dxlink(server.url, connector=server.connector()) as feed,
+        feed.subscribe(Quote, ["SPY"]) as quotes,
+    ):
+        await server.wait_for(lambda: ("Quote", "SPY") in server.subscriptions())
+        with trio.move_on_after(10):  # virtual seconds: a hundred update intervals
+            await quotes.receive()
+            raise AssertionError("a scripted server sent an event nobody published")

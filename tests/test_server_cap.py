@@ -83,13 +83,13 @@ def test_the_close_switch_drops_the_connection_like_a_real_server() -> None:
 
 def test_bad_cap_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_subscriptions"):
-        ServerConfig(max_subscriptions=0)
+        ServerConfig(simulate=False, max_subscriptions=0)
     with pytest.raises(ValueError, match="subscription_overflow"):
-        ServerConfig(subscription_overflow="ignore")
+        ServerConfig(simulate=False, subscription_overflow="ignore")
 
 
 async def test_a_client_past_the_cap_counts_a_refusal_and_stays_connected() -> None:
-    config = ServerConfig(max_subscriptions=2)
+    config = ServerConfig(simulate=False, max_subscriptions=2)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
@@ -107,7 +107,7 @@ async def test_a_client_past_the_cap_counts_a_refusal_and_stays_connected() -> N
 
 
 async def test_a_client_past_a_closing_cap_is_dropped() -> None:
-    config = ServerConfig(max_subscriptions=1, subscription_overflow="close")
+    config = ServerConfig(simulate=False, max_subscriptions=1, subscription_overflow="close")
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,

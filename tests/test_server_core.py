@@ -124,7 +124,7 @@ def test_keepalive_rules() -> None:
 
 
 def test_setup_without_a_token_authorizes_at_once() -> None:
-    core = ServerProtocol(ServerConfig(user_id="u1", keepalive_timeout=30), 0.0)
+    core = ServerProtocol(ServerConfig(simulate=False, user_id="u1", keepalive_timeout=30), 0.0)
     events = core.receive_message(frame(SETUP), 1.0)
     assert [type(e) for e in events] == [MessageReceived]
     out = sent(core)
@@ -136,7 +136,7 @@ def test_setup_without_a_token_authorizes_at_once() -> None:
 
 
 def test_a_token_is_checked_by_the_driver() -> None:
-    core = ServerProtocol(ServerConfig(token="secret"), 0.0)
+    core = ServerProtocol(ServerConfig(simulate=False, token="secret"), 0.0)
     core.receive_message(frame(SETUP), 0.0)
     assert kinds(sent(core)) == ["SETUP", "AUTH_STATE"]
     assert core.state is ConnectionState.AUTHENTICATING
@@ -169,7 +169,7 @@ def test_a_token_is_checked_by_the_driver() -> None:
     ],
 )
 def test_anything_before_setup_is_a_bad_action(first: dict[str, Any]) -> None:
-    core = ServerProtocol(ServerConfig(), 0.0)
+    core = ServerProtocol(ServerConfig(simulate=False), 0.0)
     events = core.receive_message(frame(first), 0.0)
     assert isinstance(events[-1], Refused)
     assert events[-1].code == "BAD_ACTION"
@@ -180,7 +180,7 @@ def test_anything_before_setup_is_a_bad_action(first: dict[str, Any]) -> None:
 
 
 def test_channels_wait_for_authorization_and_setup_comes_again() -> None:
-    core = ServerProtocol(ServerConfig(token="secret"), 0.0)
+    core = ServerProtocol(ServerConfig(simulate=False, token="secret"), 0.0)
     core.receive_message(frame(SETUP), 0.0)
     sent(core)
     request = {"type": "CHANNEL_REQUEST", "channel": 3, "service": "FEED", "parameters": {}}
@@ -369,7 +369,7 @@ def test_a_client_error_is_reported() -> None:
 
 
 def test_keepalive_at_half_the_clients_timeout_and_a_timeout_for_silence() -> None:
-    core = ServerProtocol(ServerConfig(keepalive_timeout=25), 0.0)
+    core = ServerProtocol(ServerConfig(simulate=False, keepalive_timeout=25), 0.0)
     assert core.send_deadline() == math.inf  # silent until SETUP says how often to speak
     assert core.next_deadline() == 25
     core.receive_message(frame(SETUP), 0.0)  # the client's keepaliveTimeout is 20
@@ -393,7 +393,7 @@ def test_keepalive_at_half_the_clients_timeout_and_a_timeout_for_silence() -> No
 
 
 def test_a_setup_without_a_keepalive_timeout_gets_the_default() -> None:
-    core = ServerProtocol(ServerConfig(keepalive_timeout=1000), 0.0)
+    core = ServerProtocol(ServerConfig(simulate=False, keepalive_timeout=1000), 0.0)
     core.receive_message(frame({"type": "SETUP", "channel": 0, "version": "v"}), 0.0)
     assert core.keepalive_interval == 30.0
     core.receive_message(frame({**SETUP, "keepaliveTimeout": 0.01}), 0.0)
@@ -425,7 +425,7 @@ def pump(client: ClientConnection, server: ServerProtocol, now: float) -> list[A
 
 def test_client_and_server_cores_back_to_back() -> None:
     client = ClientConnection("tok", keepalive_timeout=40)
-    server = ServerProtocol(ServerConfig(token="tok", keepalive_timeout=30), 0.0)
+    server = ServerProtocol(ServerConfig(simulate=False, token="tok", keepalive_timeout=30), 0.0)
     client.start(0.0)
     channel = client.open_channel()
     client.subscribe(channel, [SubscriptionEntry("Quote", "AAPL")])
@@ -459,14 +459,14 @@ def test_client_and_server_cores_back_to_back() -> None:
 
 def test_back_to_back_a_silent_client_is_timed_out_and_a_silent_server_too() -> None:
     client = ClientConnection("wrong", keepalive_timeout=40)
-    server = ServerProtocol(ServerConfig(token="tok", keepalive_timeout=30), 0.0)
+    server = ServerProtocol(ServerConfig(simulate=False, token="tok", keepalive_timeout=30), 0.0)
     client.start(0.0)
     pump(client, server, 0.0)
     assert server.closing
     assert client.state is ConnectionState.CLOSED
     # Another pair where nobody sends: the server times the client out at 30 s ...
     client = ClientConnection(None, keepalive_timeout=40)
-    server = ServerProtocol(ServerConfig(keepalive_timeout=30), 0.0)
+    server = ServerProtocol(ServerConfig(simulate=False, keepalive_timeout=30), 0.0)
     client.start(0.0)
     pump(client, server, 0.0)
     assert server.handle_timers(30.0) == [ClientTimedOut(30.0)]

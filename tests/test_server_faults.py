@@ -53,7 +53,9 @@ async def still_serves(server: DXLinkServer) -> None:
 
 
 async def test_deeply_nested_frames_get_bounded_errors_and_the_server_lives_on() -> None:
-    async with open_dxlink_server(market=pinned_market()) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market()
+    ) as server:
         async with connect(server) as client:
             await client.ws.send_message(DEEP)
             error = await client.expect("ERROR", error="INVALID_MESSAGE")
@@ -79,7 +81,10 @@ async def test_deep_values_in_every_checked_field_get_bad_action() -> None:
         '{"type":"AUTH","channel":0,"token":' + DEEP + "}",
         '{"type":"ERROR","channel":0,"error":"X","message":' + DEEP + "}",
     ]
-    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False), market=pinned_market()) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         await client.open_feed(1)
         for frame in frames:
@@ -92,7 +97,10 @@ async def test_deep_values_in_every_checked_field_get_bad_action() -> None:
 
 async def test_long_strings_are_quoted_short_in_errors() -> None:
     long = "z" * 500_000
-    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False), market=pinned_market()) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         await client.send({"type": "CHANNEL_REQUEST", "channel": 1, "service": long})
         error = await client.expect("ERROR", error="BAD_ACTION", channel=1)
@@ -109,7 +117,9 @@ async def test_long_strings_are_quoted_short_in_errors() -> None:
 async def test_a_message_the_server_cannot_answer_closes_that_client_only() -> None:
     # CHANNEL_OPENED echoes the parameters, and orjson will not write 300 levels: the handler
     # fails. That client gets ERROR UNKNOWN and close 1011; everyone else is served on.
-    async with open_dxlink_server(market=pinned_market()) as server:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market()
+    ) as server:
         async with connect(server) as bystander, connect(server) as client:
             await bystander.handshake()
             await client.handshake()
@@ -128,7 +138,10 @@ async def test_a_message_the_server_cannot_answer_closes_that_client_only() -> N
 async def test_any_from_time_is_answered() -> None:
     # fromTime is any 64-bit integer; an index only holds 32-bit seconds (it used to fail to
     # encode). Both extremes get a snapshot, clamped to what an index can say.
-    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as client:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False), market=pinned_market()) as server,
+        connect(server) as client,
+    ):
         await client.handshake()
         await client.open_feed(1, data_format="FULL")
         for from_time in (2**63 - 1, -(2**63)):
@@ -192,7 +205,7 @@ class _Address:
 async def test_setup_announces_the_keepalive_timeout_it_is_given(
     announced: float, on_the_wire: object
 ) -> None:
-    config = ServerConfig(announce_keepalive_timeout=announced)
+    config = ServerConfig(simulate=False, announce_keepalive_timeout=announced)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.send(SETUP)
         reply = await client.expect("SETUP", channel=0)
@@ -205,7 +218,7 @@ async def test_setup_announces_the_keepalive_timeout_it_is_given(
 async def test_the_announced_keepalive_timeout_does_not_drive_the_servers_timer(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = ServerConfig(keepalive_timeout=30, announce_keepalive_timeout=0.0001)
+    config = ServerConfig(simulate=False, keepalive_timeout=30, announce_keepalive_timeout=0.0001)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         client.guard = 100
         await client.send(SETUP)
@@ -220,17 +233,20 @@ async def test_the_announced_keepalive_timeout_does_not_drive_the_servers_timer(
 
 def test_announce_keepalive_timeout_must_be_a_number() -> None:
     with pytest.raises(TypeError, match="announce_keepalive_timeout"):
-        ServerConfig(announce_keepalive_timeout="60")  # type: ignore[arg-type]
+        ServerConfig(simulate=False, announce_keepalive_timeout="60")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="announce_keepalive_timeout"):
-        ServerConfig(announce_keepalive_timeout=True)
-    assert ServerConfig().announce_keepalive_timeout is None
+        ServerConfig(simulate=False, announce_keepalive_timeout=True)
+    assert ServerConfig(simulate=False).announce_keepalive_timeout is None
 
 
 # --- C: the server keeps only what it needs -----------------------------------------------------
 
 
 async def test_closed_connections_are_forgotten() -> None:
-    async with open_dxlink_server(market=pinned_market()) as server, connect(server) as stayer:
+    async with (
+        open_dxlink_server(config=ServerConfig(simulate=False), market=pinned_market()) as server,
+        connect(server) as stayer,
+    ):
         await stayer.handshake()
         first = server.live[0]
         for _ in range(20):
@@ -246,7 +262,7 @@ async def test_closed_connections_are_forgotten() -> None:
 
 
 async def test_closed_connections_are_kept_on_request() -> None:
-    config = ServerConfig(keep_closed_connections=True)
+    config = ServerConfig(simulate=False, keep_closed_connections=True)
     async with open_dxlink_server(config=config, market=pinned_market()) as server:
         for _ in range(3):
             async with connect(server) as client:
@@ -295,7 +311,7 @@ async def test_an_oversized_frame_is_refused_as_it_arrives() -> None:
     # A frame that says it holds 5 MB: the server closes with 1009 once it has 1 MiB + 1 byte of
     # it, without waiting for (and buffering) the rest, which this client never sends.
     limit = 2**20
-    config = ServerConfig(max_message_size=limit, keep_closed_connections=True)
+    config = ServerConfig(simulate=False, max_message_size=limit, keep_closed_connections=True)
     async with open_dxlink_server(config=config) as server:
         async with raw_websocket(server) as (stream, ws):
             await stream.send_all(frame_head(ws, 5_000_000, limit + 1))
@@ -307,7 +323,7 @@ async def test_an_oversized_frame_is_refused_as_it_arrives() -> None:
 
 
 async def test_a_frame_at_the_limit_is_read() -> None:
-    config = ServerConfig(max_message_size=1000)
+    config = ServerConfig(simulate=False, max_message_size=1000)
     async with open_dxlink_server(config=config) as server, connect(server) as client:
         await client.handshake()
         pad = "x" * (1000 - len('{"type":"KEEPALIVE","channel":0,"pad":""}'))
@@ -317,7 +333,7 @@ async def test_a_frame_at_the_limit_is_read() -> None:
 
 
 async def test_set_max_message_size_applies_to_live_and_new_connections() -> None:
-    async with open_dxlink_server() as server:
+    async with open_dxlink_server(config=ServerConfig(simulate=False)) as server:
         async with raw_websocket(server) as (stream, ws):
             await until(server, lambda: len(server.live) == 1)
             server.set_max_message_size(10_000)

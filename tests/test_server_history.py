@@ -131,12 +131,14 @@ def test_snapshot_slots_count_until_the_last_frame_is_written() -> None:
 
 def test_config_checks_the_switches() -> None:
     with pytest.raises(ValueError, match="snapshot_transaction_size"):
-        ServerConfig(snapshot_transaction_size=0)
+        ServerConfig(simulate=False, snapshot_transaction_size=0)
     with pytest.raises(ValueError, match="max_snapshots_in_flight"):
-        ServerConfig(max_snapshots_in_flight=0)
+        ServerConfig(simulate=False, max_snapshots_in_flight=0)
     with pytest.raises(TypeError, match="collection of symbols"):
-        ServerConfig(empty_snapshot_symbols="AAPL")  # type: ignore[arg-type]
-    assert ServerConfig(empty_snapshot_symbols=["A"]).empty_snapshot_symbols == frozenset({"A"})
+        ServerConfig(simulate=False, empty_snapshot_symbols="AAPL")  # type: ignore[arg-type]
+    assert ServerConfig(
+        simulate=False, empty_snapshot_symbols=["A"]
+    ).empty_snapshot_symbols == frozenset({"A"})
 
 
 # --- on the wire --------------------------------------------------------------------------------
@@ -158,7 +160,7 @@ def _flags(messages: list[dict[str, Any]]) -> list[list[int]]:
 
 
 async def test_a_snapshot_split_into_tx_pending_pieces_one_frame_each() -> None:
-    config = ServerConfig(snapshot_transaction_size=2)
+    config = ServerConfig(simulate=False, snapshot_transaction_size=2)
     async with ready_client(config, fields=CANDLE_FIELDS) as (server, client):
         server.publish(*(bar("A{=d}", day) for day in range(1, 6)))
         await client.subscribe(add=[{"type": "Candle", "symbol": "A{=d}", "fromTime": DAY}])
@@ -183,7 +185,7 @@ async def test_a_live_transaction_spans_frames() -> None:
 
 @pytest.mark.parametrize("data_format", ["COMPACT", "FULL"])
 async def test_index_goes_out_as_a_string(data_format: str) -> None:
-    config = ServerConfig(index_as_string=True)
+    config = ServerConfig(simulate=False, index_as_string=True)
     async with ready_client(config, fields=CANDLE_FIELDS, data_format=data_format) as (
         server,
         client,
@@ -200,7 +202,7 @@ async def test_index_goes_out_as_a_string(data_format: str) -> None:
 
 
 async def test_candle_symbols_are_echoed_normalised() -> None:
-    config = ServerConfig(normalize_candle_symbols=True)
+    config = ServerConfig(simulate=False, normalize_candle_symbols=True)
     async with ready_client(config, fields=CANDLE_FIELDS) as (server, client):
         server.publish(bar("SPX{=1h}", 1, close=1.0))  # recorded as SPX{=h}
         assert server.market.series("Candle", "SPX{=h}") != []
@@ -219,7 +221,7 @@ async def test_candle_symbols_are_echoed_normalised() -> None:
 
 
 async def test_empty_snapshot_symbols_get_the_marker_even_with_history() -> None:
-    config = ServerConfig(empty_snapshot_symbols={"E{=d}"})
+    config = ServerConfig(simulate=False, empty_snapshot_symbols={"E{=d}"})
     async with ready_client(config, fields=CANDLE_FIELDS) as (server, client):
         server.publish(bar("E{=d}", 1), bar("F{=d}", 1))
         await client.subscribe(add=[{"type": "Candle", "symbol": "E{=d}", "fromTime": DAY}])
@@ -271,7 +273,7 @@ async def test_live_updates_of_the_current_candle_reuse_its_index() -> None:
 
 
 async def test_the_cap_refuses_excess_snapshots_and_keeps_the_connection() -> None:
-    config = ServerConfig(max_snapshots_in_flight=20)
+    config = ServerConfig(simulate=False, max_snapshots_in_flight=20)
     async with ready_client(config, fields=CANDLE_FIELDS) as (server, client):
         symbols = [f"S{k}{{=d}}" for k in range(60)]
         await client.subscribe(
@@ -306,7 +308,7 @@ async def test_the_cap_refuses_excess_snapshots_and_keeps_the_connection() -> No
 
 
 async def test_the_cap_refuses_a_duplicate_of_a_snapshot_still_waiting() -> None:
-    config = ServerConfig(max_snapshots_in_flight=20)
+    config = ServerConfig(simulate=False, max_snapshots_in_flight=20)
     async with ready_client(config, fields=CANDLE_FIELDS) as (server, client):
         conn = server.live[0]
         server.stall()  # nothing is written, so the first snapshot keeps waiting
@@ -326,7 +328,7 @@ async def test_the_cap_refuses_a_duplicate_of_a_snapshot_still_waiting() -> None
 
 
 async def test_the_client_reads_a_snapshot_in_tx_pending_pieces() -> None:
-    config = ServerConfig(snapshot_transaction_size=2)
+    config = ServerConfig(simulate=False, snapshot_transaction_size=2)
     market = pinned_market()
     for day in range(1, 5):
         market.update(bar("A{=d}", RECENT + day, close=float(day)))
@@ -345,7 +347,7 @@ async def test_the_client_reads_a_snapshot_in_tx_pending_pieces() -> None:
 
 
 async def test_sixty_requests_at_once_never_drop_the_connection() -> None:
-    config = ServerConfig(max_snapshots_in_flight=20)
+    config = ServerConfig(simulate=False, max_snapshots_in_flight=20)
     async with (
         open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
         open_dxlink(server.url, connector=server.connector()) as feed,
@@ -379,7 +381,7 @@ async def test_sixty_requests_at_once_never_drop_the_connection() -> None:
 
 
 async def test_time_and_sale_history_follows_the_same_rules() -> None:
-    config = ServerConfig(max_snapshot_events=2)
+    config = ServerConfig(simulate=False, max_snapshot_events=2)
     fields = {"TimeAndSale": ["eventSymbol", "eventFlags", "time", "price"]}
     async with ready_client(config, fields=fields) as (server, client):
         server.publish(

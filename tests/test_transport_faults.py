@@ -27,7 +27,7 @@ from trio_dxlink import (
     websocket_connector,
     websockets_connector,
 )
-from trio_dxlink.testing import DXLinkServer, open_dxlink_server
+from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
 from .conftest import SocketCheck, pinned_market
 
@@ -84,7 +84,9 @@ async def test_an_http_answer_is_a_connect_error_with_its_status(
     status: int,
     body: bytes,
 ) -> None:
-    async with open_dxlink_server(market=pinned_market()) as srv:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market()
+    ) as srv:
         srv.reject_upgrades(status, body=body)
         with trio.fail_after(5), pytest.raises(ConnectError) as info:
             await connect(srv.url, make_connector())
@@ -106,7 +108,7 @@ async def test_a_reconnect_that_meets_503_retries_until_upgraded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        open_dxlink_server(market=pinned_market()) as srv,
+        open_dxlink_server(config=ServerConfig(simulate=False), market=pinned_market()) as srv,
         open_dxlink(srv.url, keepalive_timeout=1e6) as feed,  # the default reconnect policy
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
@@ -134,7 +136,9 @@ async def test_a_reconnect_that_meets_503_retries_until_upgraded(
 async def test_bytes_that_are_not_http_are_a_connect_error(
     sockets: SocketCheck, make_connector: Callable[..., Connector]
 ) -> None:
-    async with open_dxlink_server(market=pinned_market()) as srv:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market()
+    ) as srv:
         srv.answer_with_bytes(b"\x00\x01 SSH-2.0-nonsense\r\n\r\n")
         with trio.fail_after(5), pytest.raises(ConnectError, match="could not connect"):
             await connect(srv.url, make_connector())
@@ -149,7 +153,9 @@ async def test_bytes_that_are_not_http_are_a_connect_error(
 async def test_tls_with_a_trusted_certificate_works_end_to_end(
     server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
-    async with open_dxlink_server(market=pinned_market(), ssl_context=server_tls) as srv:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), ssl_context=server_tls
+    ) as srv:
         assert srv.url.startswith("wss://127.0.0.1:")
         async with (
             open_dxlink(srv.url, ssl_context=client_tls) as feed,
@@ -168,7 +174,9 @@ async def test_tls_with_the_websockets_connector(
     needs_websockets_trio()
     connector = websockets_connector(ssl_context=client_tls)
     async with (
-        open_dxlink_server(market=pinned_market(), ssl_context=server_tls) as srv,
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), ssl_context=server_tls
+        ) as srv,
         open_dxlink(srv.url, connector=connector),
     ):
         assert len(srv.live) == 1
@@ -177,7 +185,9 @@ async def test_tls_with_the_websockets_connector(
 async def test_an_untrusted_certificate_is_reported_at_once(
     sockets: SocketCheck, server_tls: ssl.SSLContext, make_connector: Callable[..., Connector]
 ) -> None:
-    async with open_dxlink_server(market=pinned_market(), ssl_context=server_tls) as srv:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), ssl_context=server_tls
+    ) as srv:
         # the default context trusts the system's CAs, not the test CA
         connector = make_connector(connect_timeout=30)
         with trio.fail_after(5), pytest.raises(CertificateError) as info:
@@ -195,7 +205,9 @@ async def test_a_wrong_host_name_is_a_certificate_error(
 ) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("example.com").configure_cert(context)
-    async with open_dxlink_server(market=pinned_market(), ssl_context=context) as srv:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market(), ssl_context=context
+    ) as srv:
         with trio.fail_after(5), pytest.raises(CertificateError, match="mismatch"):
             async with open_dxlink(srv.url, ssl_context=client_tls):
                 pass
@@ -301,7 +313,9 @@ async def test_a_session_leaves_no_socket_open(
                 srv.drop_all()
                 await trio.sleep_forever()
 
-    async with open_dxlink_server(market=pinned_market()) as srv:
+    async with open_dxlink_server(
+        config=ServerConfig(simulate=False), market=pinned_market()
+    ) as srv:
         with trio.fail_after(5):
             if ending == "drop":
                 with pytest.raises(ConnectionClosedError):

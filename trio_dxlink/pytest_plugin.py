@@ -10,7 +10,8 @@ that uses pytest-trio (``trio_mode = true``) gets these fixtures with no import:
   may use pytest-trio's ``autojump_clock`` (keepalives, backoff and your own timeouts then
   pass in virtual time);
 * ``dxlink_server_config`` and ``dxlink_market`` — override them in a ``conftest.py`` to
-  configure the server (a token, the simulated market, faults) or its market.
+  configure the server (a token, the simulated market, faults) or its market. Its market
+  is scripted (``simulate=False``), unlike ``open_dxlink_server()``'s default.
 
 For example::
 
@@ -36,9 +37,11 @@ PINNED_TIME = 1_700_000_000.0
 
 @pytest.fixture
 def dxlink_server_config() -> ServerConfig:
-    """The ``ServerConfig`` of ``dxlink_server`` (no token; nothing is published unless the
-    test publishes it). Override this fixture to change it."""
-    return ServerConfig()
+    """The ``ServerConfig`` of ``dxlink_server``: no token, and a scripted market
+    (``simulate=False``: nothing is published unless the test publishes it, so what a test
+    reads is what it published). Override this fixture to change it, e.g. to
+    ``ServerConfig(simulate=True)`` for a moving market."""
+    return ServerConfig(simulate=False)
 
 
 @pytest.fixture

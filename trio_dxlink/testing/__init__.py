@@ -4,7 +4,7 @@ Run your client against it::
 
     from trio_dxlink.testing import ServerConfig, open_dxlink_server
 
-    async with open_dxlink_server(config=ServerConfig(token="secret")) as server:
+    async with open_dxlink_server(config=ServerConfig(token="secret", simulate=False)) as server:
         ...  # connect to server.url; server.publish(Quote("SPY", bid_price=1.0, ...))
         await server.wait_for(lambda: ("Quote", "SPY") in server.subscriptions())
 

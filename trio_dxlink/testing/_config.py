@@ -65,7 +65,9 @@ class ServerConfig:
         accept_keepalive_timeout: the ``acceptKeepaliveTimeout`` advertised in SETUP.
         max_message_size: a client frame longer than this gets WebSocket close 1009, as soon as
             that much of it has arrived (the server never holds more of a frame than this).
-        simulate: make up initial values, history and periodic updates from the market.
+        simulate: make up initial values, history, order books and periodic updates from the
+            market (on by default); ``False`` makes a scripted server, whose subscribers get
+            only what the test publishes.
         update_interval: seconds between simulated updates.
         event_fields_in_config: announce ``eventFields`` for a type in a FEED_CONFIG just before
             its first FEED_DATA even when the client chose the fields itself (the default, as
@@ -122,7 +124,7 @@ class ServerConfig:
     announce_keepalive_timeout: float | None = attrs.field(default=None, validator=_number_or_none)
     accept_keepalive_timeout: float = attrs.field(default=60, validator=_positive)
     max_message_size: int = attrs.field(default=2**20, validator=_positive)
-    simulate: bool = False
+    simulate: bool = True
     update_interval: float = attrs.field(default=0.1, validator=_positive)
     event_fields_in_config: bool = True
     data_format_override: str | None = attrs.field(default=None, validator=_data_format)

@@ -15,9 +15,11 @@ lasting type (Quote, Trade, Summary, Profile, Greeks, Candle, ...) if the market
 time-series type subscribed with ``fromTime`` gets its history as a snapshot, newest first,
 flagged as §6.7 says (``_history.py``, which also holds the switches real servers need: TX_PENDING
 pieces, normalised candle symbols, ``index`` as a string, a cap on snapshots in flight, empty
-snapshots). With ``simulate=False`` (the default) the market only knows what the test
-published, so nothing flows unprompted; with ``simulate=True`` the market also makes up initial
-values, candle history and an update per subscribed (type, symbol) every ``update_interval``.
+snapshots). With ``simulate=True`` (the default) the market also makes up initial values,
+candle history, order books and an update per subscribed (type, symbol) every
+``update_interval``, for every event type; with ``simulate=False`` (a scripted server, what a
+test that publishes its own events wants) the market only knows what the test published, so
+nothing flows unprompted.
 Events are not conflated: ``aggregationPeriod`` is echoed, not applied.
 
 A closed connection is forgotten, with its messages, unless ``keep_closed_connections``.
