@@ -287,3 +287,17 @@ async def test_serve_tastytrade_flags_need_tastytrade() -> None:
     assert result.returncode == 2
     assert b"--api-port and --not-entitled need --tastytrade" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+async def test_serve_no_simulate_is_a_scripted_server() -> None:
+    async with trio.open_nursery() as nursery:
+        process, url = await start_serve(nursery, "--no-simulate", "--update-interval", "0.01")
+        with trio.fail_after(30):
+            async with open_dxlink(url) as feed, feed.subscribe(Quote, ["SPY"]) as rx:
+                # A simulating server answers at once with SPY's quote and then every 10 ms;
+                # a scripted one sends nothing (an absence, so it is bounded, not awaited).
+                with trio.move_on_after(1):
+                    await rx.receive()
+                    raise AssertionError("a --no-simulate server sent market data")
+                assert feed.statistics().events_received == 0
+        process.terminate()

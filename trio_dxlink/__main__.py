@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--speed", type=float, default=1.0, help="--replay in recorded time scaled by this"
     )
+    serve.add_argument(
+        "--no-simulate",
+        action="store_true",
+        help="a scripted server: send no simulated market data (what a client publishes is all)",
+    )
     add_serve_options(serve)
     return parser
 
@@ -129,7 +134,7 @@ async def _serve(args: argparse.Namespace) -> int:
             break  # subscribes
     config = ServerConfig(
         token=args.token,
-        simulate=args.replay is None,
+        simulate=args.replay is None and not args.no_simulate,
         update_interval=args.update_interval,
         keepalive_timeout=args.keepalive_timeout,
         max_message_size=args.max_message_size,
