@@ -11,7 +11,9 @@ from __future__ import annotations
 import gc
 import math
 import os
+import sys
 import warnings
+import weakref
 from typing import Any
 
 import attrs
@@ -191,7 +193,78 @@ def test_row_decoder_checks_what_it_is_given() -> None:
         decoder()  # type: ignore[call-arg]
 
 
+# --- freeing events ---
+
+
+@needs_speedups
+def test_events_freed_by_slot_dealloc_release_their_values_and_class() -> None:
+    assert speedups is not None
+    decoder = c_row_decoder(Quote, ("eventSymbol", "bidPrice"))  # installs the deallocator
+    symbol = "".join(["SP", "Y"])  # a str of its own, so its reference count is this test's
+    price = 123.25
+    before = sys.getrefcount(symbol), sys.getrefcount(price)
+    events = decoder([symbol, price] * 1000)
+    assert sys.getrefcount(symbol) == before[0] + 1000
+    holding = sys.getrefcount(Quote)  # each instance holds its class
+    del events
+    assert (sys.getrefcount(symbol), sys.getrefcount(price)) == before
+    assert sys.getrefcount(Quote) == holding - 1000
+    # events made by Python code (tracked by the garbage collector) are freed the same way
+    made = [Quote(event_symbol=symbol, bid_price=price) for _ in range(100)]
+    holding = sys.getrefcount(Quote)
+    del made
+    gc.collect()
+    assert (sys.getrefcount(symbol), sys.getrefcount(price)) == before
+    assert sys.getrefcount(Quote) == holding - 100
+
+
+@needs_speedups
+def test_slot_dealloc_frees_subclass_instances_and_deep_chains() -> None:
+    assert speedups is not None
+    speedups.use_slot_dealloc(Quote)
+
+    class Tagged(Quote):  # a user's subclass: adds a __dict__ and a __weakref__
+        pass
+
+    symbol = "".join(["Q", "QQ"])
+    before = sys.getrefcount(symbol), sys.getrefcount(Tagged)
+    tagged = Tagged(event_symbol=symbol)
+    tagged.__dict__["note"] = [symbol]
+    ref = weakref.ref(tagged)
+    del tagged
+    assert ref() is None
+    assert (sys.getrefcount(symbol), sys.getrefcount(Tagged)) == before
+    # A chain far deeper than the C stack: freed without recursion overflowing it.
+    chain: Any = symbol
+    for _ in range(200_000):
+        chain = Quote(event_symbol=chain)
+    del chain
+    assert sys.getrefcount(symbol) == before[0]
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},  # a __dict__
+        {"__slots__": ("a", "__weakref__")},
+        {"__slots__": ("a",), "__del__": lambda self: None},
+    ],
+    ids=["dict", "weakref", "finalizer"],
+)
+def test_slot_dealloc_refuses_classes_that_need_more(body: dict[str, Any]) -> None:
+    assert speedups is not None
+    cls = type("NotAnEvent", (), dict(body))
+    with pytest.raises(TypeError, match="object slots only"):
+        speedups.use_slot_dealloc(cls)
+
+
 # --- routing ---
+
+
+def routes_from(table: dict[str, list[str]], before: dict[str, int]) -> dict[str, list[Any]]:
+    """A router's table: symbol -> [latest event, handles...]."""
+    return {symbol: [before.get(symbol), *handles] for symbol, handles in table.items()}
 
 
 @needs_speedups
@@ -205,14 +278,16 @@ def test_c_and_python_routing_agree(
 ) -> None:
     assert speedups is not None
     events: list[Any] = [(s, i) for i, s in enumerate(symbols)]
-    routes = dict.fromkeys(table)
-    py_latest: dict[str, Any] = dict(before)
-    c_latest: dict[str, Any] = dict(before)
-    want = _py_route(routes, py_latest, symbols, events)
-    got = speedups.route(routes, c_latest, symbols, events)
+    py_routes = routes_from({key: ["h"] for key in table}, before)
+    c_routes = routes_from({key: ["h"] for key in table}, before)
+    want = _py_route(py_routes, symbols, events)
+    got = speedups.route(c_routes, symbols, events)
     assert got == want
-    assert c_latest == py_latest
+    assert c_routes == py_routes
     assert (want is None) == all(s in table for s in symbols)
+    for symbol in table:  # each route holds its symbol's last event, or what it held before
+        last = [e for e in events if e[0] == symbol]
+        assert c_routes[symbol][0] == (last[-1] if last else before.get(symbol))
 
 
 @needs_speedups
@@ -228,26 +303,27 @@ def test_c_and_python_fan_out_agree(
 ) -> None:
     assert speedups is not None
     events: list[Any] = [(s, i) for i, s in enumerate(symbols)]
-    py_latest: dict[str, Any] = dict(before)
-    c_latest: dict[str, Any] = dict(before)
-    want_shares, want_unrouted = _py_fan_out(table, py_latest, symbols, events)
-    got_shares, got_unrouted = speedups.fan_out(table, c_latest, symbols, events)
+    py_routes, c_routes = routes_from(table, before), routes_from(table, before)
+    want_shares, want_unrouted = _py_fan_out(py_routes, symbols, events)
+    got_shares, got_unrouted = speedups.fan_out(c_routes, symbols, events)
     assert list(got_shares.items()) == list(want_shares.items())  # same order, too
     assert got_unrouted == want_unrouted == sum(s not in table for s in symbols)
-    assert c_latest == py_latest
+    assert c_routes == py_routes
 
 
 @needs_speedups
 def test_route_refuses_mismatched_input() -> None:
     assert speedups is not None
     with pytest.raises(TypeError):
-        speedups.route({}, {}, ["a"], [])
+        speedups.route({}, ["a"], [])
     with pytest.raises(TypeError):
-        speedups.route({}, {}, ("a",), [1])  # type: ignore[arg-type]
+        speedups.route({}, ("a",), [1])  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        speedups.fan_out({}, {}, ["a"], [])
-    with pytest.raises(TypeError, match="list of handles"):
-        speedups.fan_out({"a": ("h",)}, {}, ["a"], [1])  # type: ignore[dict-item]
+        speedups.fan_out({}, ["a"], [])
+    with pytest.raises(TypeError, match="latest event, handles"):
+        speedups.fan_out({"a": ("h",)}, ["a"], [1])  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="latest event, handles"):
+        speedups.route({"a": []}, ["a"], [1])
 
 
 # --- the async-for cursor ---

@@ -47,28 +47,38 @@ class Receiver(Protocol):
     def _fail(self, error: BaseException) -> None: ...
 
 
+# A route is what one symbol maps to in a channel's table: a list whose item 0 is the latest
+# event routed for the symbol (None before the first) and whose other items are the handles it
+# goes to, so that one lookup per event both finds the handles and records the latest event.
+Route = list[Any]
+
+
 def _py_route(
-    table: dict[str, Any], latest: dict[str, Event], symbols: list[str], events: list[Event]
+    table: dict[str, Route], symbols: list[str], events: list[Event]
 ) -> list[Event] | None:
-    """Record the latest event of each routed symbol; ``None`` if every symbol is routed,
+    """Record each routed event as its route's latest; ``None`` if every symbol is routed,
     else the routed events. (``trio_dxlink._speedups.route`` does the same in one C pass.)"""
-    if all(map(table.__contains__, symbols)):
-        latest.update(zip(symbols, events, strict=True))
-        return None
-    kept = [(s, e) for s, e in zip(symbols, events, strict=True) if s in table]
-    latest.update(kept)
-    return [e for _, e in kept]
+    kept: list[Event] | None = None
+    for i, (symbol, event) in enumerate(zip(symbols, events, strict=True)):
+        route = table.get(symbol)
+        if route is not None:
+            route[0] = event
+            if kept is not None:
+                kept.append(event)
+        elif kept is None:
+            kept = events[:i]
+    return kept
 
 
-_RouteFn = Callable[[dict[str, Any], dict[str, Event], list[str], list[Event]], list[Event] | None]
+_RouteFn = Callable[[dict[str, Route], list[str], list[Event]], list[Event] | None]
 _route: _RouteFn = _py_route if speedups is None else speedups.route
 
 
 def _py_fan_out(
-    table: dict[str, list[Any]], latest: dict[str, Event], symbols: list[str], events: list[Event]
+    table: dict[str, Route], symbols: list[str], events: list[Event]
 ) -> tuple[dict[Any, list[Event]], int]:
     """Each handle's share of a batch (in order), and how many events no handle wanted; records
-    the latest event of each routed symbol. (``trio_dxlink._speedups.fan_out`` in C.)"""
+    each routed event as its route's latest. (``trio_dxlink._speedups.fan_out`` in C.)"""
     shares: dict[Any, list[Event]] = {}
     unrouted = 0
     for symbol, event in zip(symbols, events, strict=True):
@@ -76,8 +86,9 @@ def _py_fan_out(
         if route is None:
             unrouted += 1
             continue
-        latest[symbol] = event
-        for handle in route:
+        route[0] = event
+        for i in range(1, len(route)):
+            handle = route[i]
             share = shares.get(handle)
             if share is None:
                 shares[handle] = [event]
@@ -86,10 +97,7 @@ def _py_fan_out(
     return shares, unrouted
 
 
-_FanOutFn = Callable[
-    [dict[str, list[Any]], dict[str, Event], list[str], list[Event]],
-    tuple[dict[Any, list[Event]], int],
-]
+_FanOutFn = Callable[[dict[str, Route], list[str], list[Event]], tuple[dict[Any, list[Event]], int]]
 _fan_out: _FanOutFn = _py_fan_out if speedups is None else speedups.fan_out
 
 
@@ -105,12 +113,11 @@ def aliases(event_type: type[Event], symbol: str) -> list[str]:
 
 
 class Router:
-    """Per channel: symbol → the handles it goes to; plus the latest event per symbol."""
+    """Per channel: symbol → its route (the latest event and the handles it goes to)."""
 
     def __init__(self) -> None:
-        self._routes: dict[ChannelKey, dict[str, list[Receiver]]] = {}
+        self._routes: dict[ChannelKey, dict[str, Route]] = {}
         self._handles_of: dict[ChannelKey, dict[Receiver, None]] = {}
-        self._latest: dict[ChannelKey, dict[str, Event]] = {}
         self.unrouted = 0
         """Events for symbols no handle wanted (counted, not delivered)."""
         self.events = 0
@@ -144,8 +151,8 @@ class Router:
             for alias in aliases(handle.event_type, symbol):
                 route = table.get(alias)
                 if route is None:
-                    table[alias] = [handle]
-                elif handle not in route:
+                    table[alias] = [None, handle]
+                elif handle not in route[1:]:
                     route.append(handle)
 
     def remove(self, handle: Receiver, symbols: Iterable[str]) -> None:
@@ -164,21 +171,23 @@ class Router:
                 if alias in kept:
                     continue
                 route = table.get(alias)
-                if route is not None and handle in route:
-                    route.remove(handle)
-                    if not route:
+                if route is not None and handle in route[1:]:
+                    del route[route.index(handle, 1)]
+                    if len(route) == 1:  # no handle left: the route and its latest event go
                         del table[alias]
-                        self._latest.get(key, {}).pop(alias, None)
 
     def latest(self, event_type: str, symbol: str) -> Event | None:
         """The last event routed for ``symbol``, while some handle wants it: from the type's
         ordinary channel (every field) if it has one, else from any channel of the type."""
-        event = self._latest.get(ChannelKey(event_type), {}).get(symbol)
-        if event is None:
-            for key, by_symbol in self._latest.items():
-                if key.event_type == event_type and (event := by_symbol.get(symbol)) is not None:
-                    break
-        return event
+        route = self._routes.get(ChannelKey(event_type), {}).get(symbol)
+        if route is not None and route[0] is not None:
+            return route[0]  # type: ignore[no-any-return]
+        for key, table in self._routes.items():
+            if key.event_type == event_type:
+                route = table.get(symbol)
+                if route is not None and route[0] is not None:
+                    return route[0]  # type: ignore[no-any-return]
+        return None
 
     # --- dispatch ---
 
@@ -193,13 +202,12 @@ class Router:
         if not table:
             self.unrouted += len(events)
             return
-        latest = self._latest.setdefault(key, {})
         handles = self._handles_of[key]
         if "*" not in table and all(h.source is None for h in handles):
             if len(handles) == 1:
                 # The common case, one handle for the type: no per-event routing at all.
                 (handle,) = handles
-                kept = _route(table, latest, symbols, events)
+                kept = _route(table, symbols, events)
                 if kept is None:
                     handle._push(events, symbols)
                 else:
@@ -207,16 +215,14 @@ class Router:
                     if kept:
                         handle._push(kept)
             else:
-                shares, unrouted = _fan_out(table, latest, symbols, events)
+                shares, unrouted = _fan_out(table, symbols, events)
                 self.unrouted += unrouted
                 for handle, share in shares.items():
                     handle._push(share)
             return
-        self._route_each(table, latest, events)
+        self._route_each(table, events)
 
-    def _route_each(
-        self, table: dict[str, list[Receiver]], latest: dict[str, Event], events: list[Event]
-    ) -> None:
+    def _route_each(self, table: dict[str, Route], events: list[Event]) -> None:
         # The general case: wildcard handles, or handles filtering by order source.
         wild = table.get("*")
         per_handle: dict[Receiver, list[Event]] = {}
@@ -227,10 +233,10 @@ class Router:
                 if wild is None:
                     unrouted += 1
                     continue
-                route = wild
+                route = wild  # its item 0 stays None: "*" has no latest event
             else:
-                latest[event.event_symbol] = event
-            for handle in route:
+                route[0] = event
+            for handle in route[1:]:
                 if handle.source is not None and getattr(event, "source", None) != handle.source:
                     continue
                 bucket = per_handle.get(handle)
@@ -239,8 +245,8 @@ class Router:
                 else:
                     bucket.append(event)
             if wild is not None and route is not wild:
-                for handle in wild:  # wildcard handles see every symbol
-                    if handle not in route:
+                for handle in wild[1:]:  # wildcard handles see every symbol
+                    if handle not in route[1:]:
                         per_handle.setdefault(handle, []).append(event)
         self.unrouted += unrouted
         for handle, bucket in per_handle.items():

@@ -17,11 +17,14 @@
  *              event, and whenever the batch is used up, it calls back into Python (which checks
  *              for cancellation, or waits for the next batch).
  *
- * route        the dispatch step for one handle of an event type: records the latest event per
- *              routed symbol and keeps the routed events (see _router.py's _py_route).
+ * route        the dispatch step for one handle of an event type: records the latest event of
+ *              each routed symbol in its route and keeps the routed events (see _router.py).
+ *
+ * use_slot_dealloc  gives an event class a deallocator that clears its object slots directly,
+ *              instead of CPython's generic one for Python classes.
  *
  * fan_out      the dispatch step for several handles of one event type: splits a decoded batch
- *              into each handle's share, in order, and records the latest event per symbol.
+ *              into each handle's share, in order, and records the latest event of each symbol.
  *
  * Memory safety: a RowDecoder never takes a raw offset from Python. It is given slot
  * descriptors, checks that each is an object slot of a base of the class it instantiates, and
@@ -34,7 +37,7 @@
 
 /* Bumped whenever what Python expects of this module changes; trio_dxlink/_accel.py refuses a
  * module built from other sources (say, a stale build left in a source tree). */
-#define API_VERSION 3
+#define API_VERSION 4
 
 enum { KIND_SYMBOL = 0, KIND_DOUBLE = 1, KIND_LONG = 2, KIND_STRING = 3, KIND_BOOL = 4 };
 
@@ -731,80 +734,97 @@ static PyTypeObject Cursor_Type = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
-/* route(table, latest, symbols, events): the single-handle dispatch step.                     */
-/* For each event whose symbol is in `table`, latest[symbol] = event. Returns None when every  */
-/* symbol was in `table`, else the list of the events whose symbol was.                        */
+/* A route is what a symbol maps to in a router's table: a list whose item 0 is the latest event */
+/* routed for the symbol (None before the first) and whose other items are the handles it goes  */
+/* to. One lookup per event finds both.                                                          */
+
+/* Record `event` as the latest of `route` (a new reference is taken). -1 with an error set. */
+static int
+set_latest(PyObject *route, PyObject *event)
+{
+    if (!PyList_CheckExact(route) || PyList_GET_SIZE(route) < 1) {
+        PyErr_SetString(PyExc_TypeError, "a route must be a list [latest event, handles...]");
+        return -1;
+    }
+    Py_INCREF(event);
+    /* the previous event may be freed here; the caller holds `route` */
+    return PyList_SetItem(route, 0, event);
+}
+
+/* route(table, symbols, events): the single-handle dispatch step.                            */
+/* For each event whose symbol is in `table`, the event becomes its route's latest. Returns     */
+/* None when every symbol was in `table`, else the list of the events whose symbol was.         */
 
 static PyObject *
 route(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "route(table, latest, symbols, events)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "route(table, symbols, events)");
         return NULL;
     }
-    PyObject *table = args[0], *latest = args[1], *symbols = args[2], *events = args[3];
-    if (!PyDict_Check(table) || !PyDict_Check(latest) || !PyList_CheckExact(symbols) ||
-        !PyList_CheckExact(events) || PyList_GET_SIZE(symbols) != PyList_GET_SIZE(events)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "route() takes two dicts and two lists of the same length");
+    PyObject *table = args[0], *symbols = args[1], *events = args[2];
+    if (!PyDict_Check(table) || !PyList_CheckExact(symbols) || !PyList_CheckExact(events) ||
+        PyList_GET_SIZE(symbols) != PyList_GET_SIZE(events)) {
+        PyErr_SetString(PyExc_TypeError, "route() takes a dict and two lists of the same length");
         return NULL;
     }
     PyObject *kept = NULL; /* created at the first symbol not in table */
-    /* Hold both lists: a key's __eq__ or __hash__ could run Python code (not for str keys,
-     * which is all this ever sees, but the function must be safe for any input). */
+    /* Hold both lists: a key's __eq__ or __hash__, or a replaced event's finalizer, could run
+     * Python code (not for str keys and the library's events, but the function must be safe
+     * for any input). */
     Py_INCREF(symbols);
     Py_INCREF(events);
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(symbols) && i < PyList_GET_SIZE(events); i++) {
+    int failed = 0;
+    for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(symbols) && i < PyList_GET_SIZE(events);
+         i++) {
         PyObject *symbol = PyList_GET_ITEM(symbols, i);
         PyObject *event = PyList_GET_ITEM(events, i);
         Py_INCREF(symbol);
         Py_INCREF(event);
-        int found = PyDict_Contains(table, symbol);
-        if (found > 0) {
-            if (PyDict_SetItem(latest, symbol, event) < 0 ||
-                (kept != NULL && PyList_Append(kept, event) < 0)) {
-                found = -1;
-            }
+        PyObject *r = PyDict_GetItemWithError(table, symbol); /* borrowed */
+        if (r != NULL) {
+            Py_INCREF(r);
+            failed = set_latest(r, event) < 0 || (kept != NULL && PyList_Append(kept, event) < 0);
+            Py_DECREF(r);
         }
-        else if (found == 0 && kept == NULL) {
+        else if (PyErr_Occurred()) {
+            failed = 1;
+        }
+        else if (kept == NULL) {
             kept = PyList_GetSlice(events, 0, i);
-            if (kept == NULL) {
-                found = -1;
-            }
+            failed = kept == NULL;
         }
         Py_DECREF(symbol);
         Py_DECREF(event);
-        if (found < 0) {
-            Py_XDECREF(kept);
-            Py_DECREF(symbols);
-            Py_DECREF(events);
-            return NULL;
-        }
     }
     Py_DECREF(symbols);
     Py_DECREF(events);
+    if (failed) {
+        Py_XDECREF(kept);
+        return NULL;
+    }
     if (kept == NULL) {
         Py_RETURN_NONE;
     }
     return kept;
 }
 
-/* fan_out(table, latest, symbols, events) -> (shares, unrouted): the dispatch step for several
- * handles. `table` maps a symbol to the list of handles it goes to. For each event whose symbol
- * is in `table`: latest[symbol] = event, and the event is appended to shares[handle] for each
- * of its handles. `unrouted` counts the events whose symbol is not in `table`. */
+/* fan_out(table, symbols, events) -> (shares, unrouted): the dispatch step for several
+ * handles. For each event whose symbol is in `table`, the event becomes its route's latest and
+ * is appended to shares[handle] for each of the route's handles. `unrouted` counts the events
+ * whose symbol is not in `table`. */
 static PyObject *
 fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "fan_out(table, latest, symbols, events)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "fan_out(table, symbols, events)");
         return NULL;
     }
-    PyObject *table = args[0], *latest = args[1], *symbols = args[2], *events = args[3];
-    if (!PyDict_Check(table) || !PyDict_Check(latest) || !PyList_CheckExact(symbols) ||
-        !PyList_CheckExact(events) || PyList_GET_SIZE(symbols) != PyList_GET_SIZE(events)) {
+    PyObject *table = args[0], *symbols = args[1], *events = args[2];
+    if (!PyDict_Check(table) || !PyList_CheckExact(symbols) || !PyList_CheckExact(events) ||
+        PyList_GET_SIZE(symbols) != PyList_GET_SIZE(events)) {
         PyErr_SetString(PyExc_TypeError,
-                        "fan_out() takes two dicts and two lists of the same length");
+                        "fan_out() takes a dict and two lists of the same length");
         return NULL;
     }
     PyObject *shares = PyDict_New();
@@ -830,16 +850,10 @@ fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 unrouted++;
             }
         }
-        else if (!PyList_CheckExact(route)) {
-            PyErr_SetString(PyExc_TypeError, "fan_out(): a route must be a list of handles");
-            failed = 1;
-        }
         else {
             Py_INCREF(route);
-            if (PyDict_SetItem(latest, symbol, event) < 0) {
-                failed = 1;
-            }
-            for (Py_ssize_t h = 0; !failed && h < PyList_GET_SIZE(route); h++) {
+            failed = set_latest(route, event) < 0;
+            for (Py_ssize_t h = 1; !failed && h < PyList_GET_SIZE(route); h++) {
                 PyObject *handle = PyList_GET_ITEM(route, h);
                 Py_INCREF(handle);
                 PyObject *share = PyDict_GetItemWithError(shares, handle); /* borrowed */
@@ -878,13 +892,91 @@ fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* slot_dealloc: a deallocator for event classes.                                             */
+/* CPython frees an instance of a Python class with its generic subtype_dealloc, which walks   */
+/* the class hierarchy and each class's slot descriptors on every call. An event class is     */
+/* object plus __slots__ only, every slot an object pointer, with no __dict__, no __weakref__ */
+/* and no finalizer: its instances can be freed by clearing the pointers between the object   */
+/* header and the end of the instance. use_slot_dealloc(cls) checks that and installs it.     */
+
+static void slot_dealloc(PyObject *self);
+
+static void
+slot_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    /* A subclass's instance arrives here from subtype_dealloc, which has already cleared what
+     * the subclass added; its slots are NULL now. Clear up to the end of the installed class. */
+    PyTypeObject *owner = type;
+    while (owner->tp_dealloc != slot_dealloc) {
+        owner = owner->tp_base;
+    }
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, slot_dealloc)
+    PyObject **slot = (PyObject **)((char *)self + sizeof(PyObject));
+    PyObject **end = (PyObject **)((char *)self + owner->tp_basicsize);
+    for (; slot < end; slot++) {
+        Py_CLEAR(*slot);
+    }
+    type->tp_free(self);
+    Py_DECREF(type); /* an instance of a heap type holds a reference to it */
+    Py_TRASHCAN_END
+}
+
+/* Whether the instance layout of `cls` is exactly: the object header, then object slots. */
+static int
+only_object_slots(PyTypeObject *cls)
+{
+    Py_ssize_t covered = 0; /* slot bytes found in the hierarchy */
+    for (PyTypeObject *t = cls; t != &PyBaseObject_Type; t = t->tp_base) {
+        if (t == NULL || !(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_dictoffset != 0 ||
+            t->tp_weaklistoffset != 0 || t->tp_itemsize != 0 || t->tp_del != NULL ||
+            t->tp_finalize != NULL || PyTuple_GET_SIZE(t->tp_bases) != 1) {
+            return 0;
+        }
+        for (PyMemberDef *mp = t->tp_members; mp != NULL && mp->name != NULL; mp++) {
+            if (mp->type != T_OBJECT_EX || mp->offset < (Py_ssize_t)sizeof(PyObject) ||
+                mp->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
+                return 0;
+            }
+            covered += sizeof(PyObject *);
+        }
+    }
+    return covered == cls->tp_basicsize - (Py_ssize_t)sizeof(PyObject);
+}
+
+static PyObject *
+use_slot_dealloc(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls) || !instantiable_plainly((PyTypeObject *)cls) ||
+        !PyType_IS_GC((PyTypeObject *)cls) || !only_object_slots((PyTypeObject *)cls)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%R is not a class of object slots only (no __dict__, no __weakref__, no "
+                     "finalizer)",
+                     cls);
+        return NULL;
+    }
+    /* The bases of the same size get it too (the slot-holding base of an event class): CPython
+     * lets an instance's __class__ change only between classes whose deallocators agree. */
+    PyTypeObject *type = (PyTypeObject *)cls;
+    for (PyTypeObject *t = type; t != &PyBaseObject_Type && (t->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
+                                 t->tp_basicsize == type->tp_basicsize;
+         t = t->tp_base) {
+        t->tp_dealloc = slot_dealloc;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"use_slot_dealloc", (PyCFunction)use_slot_dealloc, METH_O,
+     "use_slot_dealloc(cls): free cls's instances by clearing their object slots directly"},
     {"fan_out", (PyCFunction)(void (*)(void))fan_out, METH_FASTCALL,
-     "fan_out(table, latest, symbols, events): each handle's share of a batch, and the count of "
-     "events no handle wanted; records the latest event per routed symbol"},
+     "fan_out(table, symbols, events): each handle's share of a batch, and the count of "
+     "events no handle wanted; records the latest event of each routed symbol in its route"},
     {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL,
-     "route(table, latest, symbols, events): record the latest event per routed symbol; None "
-     "if every symbol is routed, else the routed events"},
+     "route(table, symbols, events): record the latest event of each routed symbol in its "
+     "route; None if every symbol is routed, else the routed events"},
     {NULL},
 };
 

@@ -27,11 +27,12 @@ class Cursor:
     def __anext__(self) -> Awaitable[Any]: ...
 
 def route(
-    table: dict[str, Any], latest: dict[str, Any], symbols: list[str], events: list[Any], /
+    table: dict[str, list[Any]], symbols: list[str], events: list[Any], /
 ) -> list[Any] | None: ...
 
 API_VERSION: int
 
 def fan_out(
-    table: dict[str, list[Any]], latest: dict[str, Any], symbols: list[str], events: list[Any], /
+    table: dict[str, list[Any]], symbols: list[str], events: list[Any], /
 ) -> tuple[dict[Any, list[Any]], int]: ...
+def use_slot_dealloc(cls: type, /) -> None: ...
