@@ -56,8 +56,15 @@ import pytest
 import trio
 import trio.testing
 
-from trio_dxlink import DXLinkFeed, IndexedEvent, Quote, Subscription, event_class, open_dxlink
-from trio_dxlink import pytest_plugin
+from trio_dxlink import (
+    DXLinkFeed,
+    IndexedEvent,
+    Quote,
+    Subscription,
+    event_class,
+    open_dxlink,
+    pytest_plugin,
+)
 from trio_dxlink.testing import (
     SIMULATED_TYPES,
     DXLinkServer,
