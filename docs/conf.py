@@ -19,3 +19,7 @@ napoleon_numpy_docstring = False
 # Generate anchors for ## and ### headings so that [text](#heading) links work in Markdown pages.
 myst_heading_anchors = 3
 nitpicky = False
+# "Attributes:" sections render as field lists (":ivar:"), not as attribute objects: an event
+# field named `type` (TimeAndSale.type, OptionSale.type) would otherwise be a cross-reference
+# target that every `type[E]` annotation matches.
+napoleon_use_ivar = True

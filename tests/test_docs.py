@@ -15,6 +15,10 @@ picked up without touching this file. Each block runs in a fresh namespace insid
   becomes ``await f(*a)``. ``async def main(...)`` and ``test_*`` functions the block defines
   but does not call are called, their parameters taken from the namespace by name (a fixture is
   entered as pytest would; ``autojump_clock`` runs the block on a ``MockClock``).
+* A ``test_*`` function may take the pytest plugin's fixtures (``dxlink_server``,
+  ``dxlink_feed``, ``dxlink_server_config``, ``dxlink_market``), entered as pytest would (once
+  per test, shared by the fixtures that depend on them); a block's own fixture of the same name
+  overrides the plugin's, as a ``conftest.py`` would.
 * Every block is bounded by ``BOUND`` seconds (a ``test_*`` function must finish in it). A block
   that is still running then, or still looping ``GRACE`` seconds after its handles delivered
   their first events, is ended there and passes if those handles delivered events. Raising fails.
@@ -52,7 +56,15 @@ import pytest
 import trio
 import trio.testing
 
-from trio_dxlink import DXLinkFeed, IndexedEvent, Quote, Subscription, event_class, open_dxlink
+from trio_dxlink import (
+    DXLinkFeed,
+    IndexedEvent,
+    Quote,
+    Subscription,
+    event_class,
+    open_dxlink,
+    pytest_plugin,
+)
 from trio_dxlink.testing import (
     SIMULATED_TYPES,
     DXLinkServer,
@@ -140,6 +152,8 @@ def test_the_docs_have_python_blocks() -> None:
     assert counts["usage.md"] >= 16
     assert counts["tastytrade.md"] >= 6
     assert counts["tastytrade-streamer.md"] >= 3
+    assert counts["tutorial.md"] >= 6
+    assert counts["cookbook.md"] >= 6
 
 
 # --- preparing a block ------------------------------------------------------------------------
@@ -343,16 +357,20 @@ def redis_for_docs() -> Iterator[RedisServer]:
 async def call_with_fixtures(function: Callable[..., Any], namespace: dict[str, Any]) -> None:
     """Call ``function`` with its parameters taken from ``namespace`` by name, as pytest would."""
     async with AsyncExitStack() as stack:
-        result = function(**await fixture_values(stack, function, namespace))
+        result = function(**await fixture_values(stack, function, namespace, {}))
         if inspect.isawaitable(result):
             await result
 
 
 async def fixture_values(
-    stack: AsyncExitStack, function: Callable[..., Any], namespace: dict[str, Any]
+    stack: AsyncExitStack,
+    function: Callable[..., Any],
+    namespace: dict[str, Any],
+    entered: dict[str, Any],
 ) -> dict[str, Any]:
     """``function``'s arguments from ``namespace``. A pytest fixture there (a decorated function,
-    so it has a ``__wrapped__``) is entered in ``stack``, and its value is passed."""
+    so it has a ``__wrapped__``) is entered in ``stack`` once (``entered`` keeps its value for
+    the other fixtures that take it), and its value is passed."""
     kwargs = {}
     for name, parameter in inspect.signature(function).parameters.items():
         if name not in namespace:
@@ -361,9 +379,11 @@ async def fixture_values(
             )
             continue
         value = namespace[name]
-        if callable(value) and inspect.unwrap(value) is not value:
+        if name in entered:
+            value = entered[name]
+        elif callable(value) and inspect.unwrap(value) is not value:
             fixture = inspect.unwrap(value)
-            args = await fixture_values(stack, fixture, namespace)
+            args = await fixture_values(stack, fixture, namespace, entered)
             if inspect.isasyncgenfunction(fixture):
                 value = await stack.enter_async_context(asynccontextmanager(fixture)(**args))
             elif inspect.isgeneratorfunction(fixture):
@@ -372,6 +392,7 @@ async def fixture_values(
                 value = fixture(**args)
                 if inspect.isawaitable(value):
                     value = await value
+            entered[name] = value
         kwargs[name] = value
     return kwargs
 
@@ -385,6 +406,7 @@ async def run_block(
     namespace: dict[str, Any] = {"__name__": "docs_block"}
     if clock is not None:
         namespace["autojump_clock"] = clock
+    namespace.update({name: getattr(pytest_plugin, name) for name in pytest_plugin.__all__})
     async with AsyncExitStack() as stack:
         live = None
         if clock is None:  # (on a MockClock the simulating server would spin the clock)

@@ -10,6 +10,14 @@ still delivered rather than rejected.
 
 Events are frozen: nobody can change an event another subscriber also holds.
 
+Each class's docstring lists what every field means, with its unit (one table,
+``trio_dxlink/_field_docs.py``). The units are the same everywhere: prices in the
+instrument's currency; sizes and volumes in shares, or contracts for options and futures;
+times as epoch milliseconds, UTC (``*_nano_part``: the nanoseconds within that millisecond);
+days (``day_id``, ``expiration``) as days since 1970-01-01; volatilities and rates as
+fractions (0.25 is 25 %); ``NaN`` in a double means "unknown", and ``0`` in a time or an id
+means "not sent".
+
 Indexed events (:class:`IndexedEvent`: Order, TimeAndSale, Candle, Greeks, ...) carry
 ``event_flags`` and ``index``; :class:`EventFlag` and the helpers on the class read them. For
 time-series events the ``index`` packs the event time and a sequence number
@@ -35,6 +43,7 @@ from ._eventbase import (
     time_from_index,
 )
 from ._exceptions import EventDeclarationError
+from ._field_docs import document_fields
 from ._registry import event_class, event_type
 
 if TYPE_CHECKING:
@@ -532,3 +541,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Series,
 )
 """Every event class trio_dxlink ships, in catalog order (:func:`event_type` declares more)."""
+
+document_fields((Event, IndexedEvent, TimeSeriesEvent, *EVENT_TYPES))  # docstrings only
