@@ -1,24 +1,28 @@
 """``python -m trio_dxlink book``: NDJSON views from a server the test publishes orders on (a
-real subprocess), the ladder drawn in place, and one-line usage errors."""
+real subprocess), the ladder (pure, and in a pseudo-terminal across a server-side disconnect),
+and one-line usage errors."""
 
 from __future__ import annotations
 
 import functools
-import io
 import json
+import re
+import signal
 import subprocess
 from typing import Any
 
 import attrs
 import pytest
 import trio
+from rich.console import Console
 
-from trio_dxlink import Order, OrderBook
+from trio_dxlink import BookView, Order, OrderBook
 from trio_dxlink._cli_book import Ladder
 from trio_dxlink.events import EventFlag
-from trio_dxlink.testing import DXLinkServer
+from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
 from .conftest import CLI, until
+from .terminal import Terminal, status_line
 
 BEGIN = int(EventFlag.SNAPSHOT_BEGIN)
 END = int(EventFlag.SNAPSHOT_END)
@@ -90,37 +94,98 @@ async def test_book_json_prints_each_view_of_the_published_orders(server: DXLink
     assert second["version"] > first["version"]
 
 
-def test_the_ladder_is_redrawn_in_place_with_bids_and_asks_side_by_side() -> None:
+def rendered(ladder: Ladder, view: BookView[Order] | None) -> list[str]:
+    console = Console(width=120, record=True, color_system=None)
+    console.print(ladder.render(view))
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def test_the_ladder_shows_bids_and_asks_side_by_side_best_first() -> None:
     book = OrderBook(Order, "AAPL", ["NTV"])
-    book.feed([order(1, "BUY", 10.0, 5, BEGIN), order(2, "SELL", 10.5, 3, END)])
-    out = io.StringIO()
-    ladder = Ladder(out, depth=2)
-    ladder.draw(book.view(2))
-    first = out.getvalue()
-    assert "\x1b[" not in first.split("\n")[0][4:]  # no cursor move before the first drawing
-    rows = first.replace("\x1b[2K", "").splitlines()
-    assert rows[0] == "AAPL  NTV:complete"
-    assert rows[2].split() == ["1", "5", "10", "|", "10.5", "3", "1"]
-    assert len(rows) == 4  # title, header, two rows
-    book.feed([order(3, "BUY", 10.25, 1)])
-    ladder.draw(book.view(2))
-    second = out.getvalue()[len(first) :]
-    assert second.startswith("\x1b[4F")  # back up over the previous drawing
-    assert second.replace("\x1b[4F", "").replace("\x1b[2K", "").splitlines()[2].split()[:3] == [
-        "1",
-        "1",
-        "10.25",
-    ]
+    book.feed(
+        [
+            order(1, "BUY", 10.0, 5, BEGIN),
+            order(2, "BUY", 9.5, 1200),
+            order(3, "SELL", 10.5, 3),
+            order(4, "SELL", 10.5, 2, END),
+        ]
+    )
+    lines = rendered(Ladder("AAPL", ["NTV"], depth=3), book.view(3))
+    assert lines[0] == "AAPL  NTV:complete"
+    assert lines[1].split() == ["orders", "bid", "size", "bid", "ask", "ask", "size", "orders"]
+    rows = [line.split() for line in lines[2:] if line.strip() and "─" not in line]
+    assert rows == [["1", "5", "10.00", "10.50", "5", "2"], ["1", "1,200", "9.50"]]
 
 
-def test_a_rebuilt_view_says_so_in_the_title() -> None:
+def test_the_empty_ladder_is_drawn_before_the_first_view() -> None:
+    lines = rendered(Ladder("AAPL", ["NTV", "ntv"], depth=2), None)
+    assert lines[0] == "AAPL  NTV:pending  ntv:pending"
+    assert "orders" in lines[1]
+    assert "bid" in lines[1]
+
+
+def test_a_rebuilt_book_says_so_in_the_title() -> None:
     book = OrderBook(Order, "AAPL", ["NTV"])
     book.feed([order(1, "BUY", 10.0, 5, BEGIN | END)])
     book.connection_lost()
     book.feed([attrs.evolve(order(1, "BUY", 10.0, 5), event_flags=BEGIN | END)])
-    assert (
-        Ladder(io.StringIO(), 1).lines(book.view(1), 200)[0].endswith("(rebuilt after reconnect)")
-    )
+    title = Ladder("AAPL", ["NTV"], 1).title(book.view(1))
+    assert title == "AAPL  NTV:complete  (rebuilt after reconnect, once)"
+
+
+# --- the ladder in a pseudo-terminal ------------------------------------------------------------
+
+
+def ladder_headers(lines: list[str]) -> list[str]:
+    return [line for line in lines if re.search(r"orders +bid size +bid +ask +ask size", line)]
+
+
+def priced_rows(lines: list[str]) -> list[str]:
+    return [line for line in lines if re.fullmatch(r" *[\d,]+ +[\d,.]+ +\d+\.\d\d +\d.*", line)]
+
+
+async def test_the_ladder_in_a_terminal_survives_a_server_side_disconnect() -> None:
+    async with open_dxlink_server(config=ServerConfig(simulate=True)) as server:
+        # Two sources: the title after the rebuild is wider than the ladder (one line still).
+        command = [*CLI, "book", "SPY", "--source", "NTV", "--source", "ntv", "--depth", "5"]
+        command += ["--url", server.url]
+        terminal = Terminal(command)
+        try:
+            with trio.fail_after(60):
+                # Drawn before anything arrives: the header and a status line.
+                await terminal.until(lambda lines: ladder_headers(lines) and status_line(lines))
+                await terminal.until(
+                    lambda lines: (
+                        "connected" in status_line(lines)
+                        and any("NTV:complete  ntv:complete" in line for line in lines)
+                        and len(priced_rows(lines)) == 5
+                    )
+                )
+                server.drop_all()
+                await terminal.until(
+                    lambda lines: (
+                        "reconnected" in status_line(lines) and "rebuilds: 1" in status_line(lines)
+                    )
+                )
+                terminal.process.send_signal(signal.SIGINT)
+                status = await terminal.finish()
+        finally:
+            if terminal.process.poll() is None:
+                terminal.process.kill()
+                terminal.process.wait()
+    lines = terminal.lines()
+    screen = "\n".join(lines)
+    assert status == 130, screen
+    assert len(ladder_headers(lines)) == 1, screen
+    assert len([line for line in lines if line.startswith("SPY  NTV:")]) == 1, screen
+    assert "rebuilt after reconnect, once" in screen
+    text = status_line(lines)
+    assert re.search(r"reconnects: 1\b", text), screen
+    assert re.search(r"gaps: 1\b", text), screen
+    assert "Traceback" not in screen
+    # The best bid is below the best ask, on the first row.
+    best = priced_rows(lines)[0].split()
+    assert float(best[2].replace(",", "")) < float(best[3].replace(",", "")), best
 
 
 @pytest.mark.parametrize(
@@ -131,6 +196,13 @@ def test_a_rebuilt_view_says_so_in_the_title() -> None:
         (["book", "AAPL", "--source", "NTV", "--depth", "0"], "depth must be at least 1"),
         (["book", "AAPL", "--source", "NTV", "--type", "Quote"], "--type must be Order"),
         (["book", "AAPL", "--source", "NTV", "--url", "http://x"], "--url must be a ws://"),
+        (["book", "", "--source", "NTV"], "empty symbol ''"),
+        (["book", "AAPL", "--source", ""], "malformed order source ''"),
+        (["book", "AAPL", "--source", "NTV", "--token", "t"], "--token needs --url"),
+        (["book", "AAPL", "--source", "NTV", "--count", "0"], "--count must be at least 1"),
+        (["book", "AAPL", "--source", "NTV", "--duration", "0"], "--duration must be positive"),
+        (["book", "AAPL", "--source", "NTV", "--depth", "x"], "invalid int value: 'x'"),
+        (["book", "AAPL"], "the following arguments are required: --source"),
     ],
 )
 async def test_bad_book_arguments_give_one_line_and_status_2(args: list[str], message: str) -> None:
@@ -142,3 +214,17 @@ async def test_bad_book_arguments_give_one_line_and_status_2(args: list[str], me
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1
     assert message in lines[0]
+    assert lines[0].startswith("trio-dxlink")
+    assert result.stdout == b""
+
+
+async def test_book_help_shows_the_defaults_and_examples() -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [*CLI, "book", "--help"], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert "(default: 10)" in text  # --depth
+    assert "(default: Order)" in text  # --type
+    assert "trio-dxlink book SPY --source NTV" in text

@@ -4,16 +4,11 @@ and the live table in a pseudo-terminal across a server-side disconnect."""
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
 import re
 import signal
-import struct
 import subprocess
-import termios
 
-import pyte
 import pytest
 import trio
 from rich.console import Console
@@ -25,6 +20,7 @@ from trio_dxlink.events import EVENT_TYPES, Candle, Order, Quote
 from trio_dxlink.testing import Market, ServerConfig, open_dxlink_server
 
 from .conftest import CLI
+from .terminal import Terminal, status_line
 
 
 async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -152,55 +148,6 @@ def test_the_helps_option_is_one_the_simulated_chain_lists() -> None:
 
 
 # --- the live table in a pseudo-terminal --------------------------------------------------------
-
-ROWS, COLUMNS = 30, 150
-
-
-class Terminal:
-    """A subprocess on a pseudo-terminal, its output fed into a terminal emulator (pyte)."""
-
-    def __init__(self, argv: list[str]) -> None:
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-        env["TERM"] = "xterm-256color"
-        self.process = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
-        )
-        os.close(slave)
-        self.output = trio.lowlevel.FdStream(master)
-        self.screen = pyte.Screen(COLUMNS, ROWS)
-        self.stream = pyte.ByteStream(self.screen)
-        self.closed = False
-
-    async def read(self) -> None:
-        """Feed the next output to the emulator (sets ``closed`` at the end of the output)."""
-        try:
-            data = await self.output.receive_some()
-        except trio.BrokenResourceError:  # EIO: the other side of the pty closed
-            data = b""
-        if not data:
-            self.closed = True
-        self.stream.feed(data)
-
-    def lines(self) -> list[str]:
-        return [line.rstrip() for line in self.screen.display]
-
-    async def until(self, predicate: object) -> None:
-        while not predicate(self.lines()):  # type: ignore[operator]
-            assert not self.closed, "\n".join(self.lines())
-            await self.read()
-
-    async def finish(self) -> int:
-        while not self.closed:
-            await self.read()
-        await self.output.aclose()
-        return self.process.wait()
-
-
-def status_line(lines: list[str]) -> str:
-    found = [line for line in lines if "events/s" in line]
-    return found[-1] if found else ""
 
 
 def header_lines(lines: list[str]) -> list[str]:

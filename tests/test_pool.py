@@ -3,11 +3,14 @@ connection: placement, spreading, per-connection reconnects and gaps, statistics
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 import trio.testing
 
 from trio_dxlink import (
+    Candle,
     DataGapError,
     FeedState,
     Greeks,
@@ -16,6 +19,7 @@ from trio_dxlink import (
     Quote,
     open_dxlink_pool,
 )
+from trio_dxlink._messages import FeedSetup
 from trio_dxlink.testing import ServerConfig, open_dxlink_server
 from trio_dxlink.testing._server import DXLinkServer
 from trio_dxlink.testing._server_connection import ServerConnection
@@ -84,6 +88,71 @@ async def test_a_full_pool_refuses_and_subscribes_nothing() -> None:
         assert pool.statistics().subscriptions == 3
         async with pool.subscribe(Quote, ["D"]):
             assert pool.statistics().subscriptions == 4
+
+
+async def test_fields_and_aggregation_period_open_a_channel_of_their_own_on_each_connection() -> (
+    None
+):
+    config = ServerConfig(simulate=False)
+    async with (
+        open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as server,
+        open_dxlink_pool(
+            server.url, connector=server.connector(), max_subscriptions_per_connection=2
+        ) as pool,
+        pool.subscribe(Quote, ["A"]) as full,
+        pool.subscribe(Quote, ["A", "B", "C"], fields=["bid_price"], aggregation_period=2) as thin,
+    ):
+        assert thin.fields == ("eventSymbol", "bidPrice")
+        assert thin.aggregation_period == 2.0
+        # A with every field and A projected are two wire subscriptions: [A, A] then [B, C].
+        assert pool.connections == 2
+        await until(server, lambda: held(server) == [2, 2])
+        for conn in server.live:
+            asked = {
+                (m.accept_aggregation_period, tuple((m.accept_event_fields or {})["Quote"]))
+                for m in conn.received
+                if isinstance(m, FeedSetup) and m.accept_event_fields
+            }
+            assert (2.0, ("eventSymbol", "bidPrice")) in asked, asked
+        await pool.wait_state(FeedState.CONNECTED)
+        server.publish(*(Quote(s, bid_price=1.0, ask_price=2.0) for s in "ABC"))
+        got: dict[str, Quote] = {}
+        with trio.fail_after(5):
+            whole = await full.receive()
+            async for quote in thin:
+                got[quote.event_symbol] = quote
+                if len(got) == 3:
+                    break
+        assert (whole.bid_price, whole.ask_price) == (1.0, 2.0)
+        assert all(q.bid_price == 1.0 and math.isnan(q.ask_price) for q in got.values()), got
+        latest = pool.latest(Quote, "A")  # from the channel with every field
+        assert latest is not None
+        assert latest.ask_price == 2.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fields": ["bid_prize"]}, "Quote has no field 'bid_prize'"),
+        ({"fields": "bidPrice"}, "a list of field names"),
+        ({"aggregation_period": 0}, "positive number of seconds"),
+        ({"aggregation_period": math.inf}, "positive number of seconds"),
+    ],
+)
+async def test_the_pool_refuses_bad_fields_and_periods_as_the_feed_does(
+    kwargs: dict[str, object], message: str
+) -> None:
+    async with (
+        open_dxlink_server(
+            config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+        ) as server,
+        open_dxlink_pool(server.url, connector=server.connector()) as pool,
+    ):
+        with pytest.raises(ValueError, match=message):
+            pool.subscribe(Quote, ["A"], **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="cannot be combined with from_time"):
+            pool.subscribe(Candle, ["A{=1m}"], from_time=1_700_000_000_000, fields=["close"])
+        assert pool.statistics().subscriptions == 0
 
 
 async def test_bad_pool_sizes_are_refused() -> None:

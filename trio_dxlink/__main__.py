@@ -7,8 +7,8 @@ starts the embedded local DXLink server in-process, with a simulated market, and
 ``stream --tastytrade`` signs in to tastytrade (``TT_SECRET`` / ``TT_REFRESH``; ``--sandbox``,
 ``--api-url``) and streams from the DXLink server its quote token is for.
 
-``book SYMBOL --source NTV`` shows a live order book (``_cli_book.py``): a ladder drawn in place,
-or one JSON object per view with ``--json``.
+``book SYMBOL --source NTV`` shows a live order book (``_cli_book.py``): a ladder drawn in place
+with a status line, as ``stream``'s table is, or one JSON object per view with ``--json``.
 
 ``record TYPE SYMBOL... -o FILE`` records a session; ``replay FILE`` prints a recording's events
 as NDJSON; ``export FILE --to parquet DIR`` writes its events as Parquet (``_cli_record.py``).
@@ -32,7 +32,7 @@ from typing import Any
 
 import trio
 
-from ._cli_book import BookUsageError, add_book_parser, run_book
+from ._cli_book import add_book_parser, run_book
 from ._cli_bridge import add_bridge_parser, run_bridge_command
 from ._cli_common import OneLineErrorParser, UsageError
 from ._cli_record import (
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with unwrap_group():
             return trio.run(run, args)
-    except (UsageError, BookUsageError, RecordUsageError) as exc:
+    except (UsageError, RecordUsageError) as exc:
         print(f"trio-dxlink: error: {exc}", file=sys.stderr)
         return 2
     except DXLinkError as exc:

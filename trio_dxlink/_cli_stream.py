@@ -13,22 +13,19 @@ before anything connects.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import logging
 import math
 import os
 import re
 import sys
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
 
 from ._arguments import check_symbols_for
-from ._cli_common import HelpFormatter, UsageError, parse_time_argument
-from ._cli_table import EventTable, StreamStatus, screen
+from ._cli_common import HelpFormatter, StatusLine, UsageError, live_screen, parse_time_argument
+from ._cli_table import SUBSCRIPTION_COUNTERS, EventTable
 from ._cli_tastytrade import add_stream_options, session_from_args, stream_usage_problem
 from ._client import NO_RECONNECT, ReconnectPolicy
 from ._codec import encode_full
@@ -38,12 +35,12 @@ from ._open import open_dxlink
 from ._tokens import TokenSource
 from .events import EVENT_TYPES, Event, IndexedEvent, TimeSeriesEvent, event_class
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 __all__ = ["add_stream_parser", "event_type_named", "run_stream"]
 
 _ROLE = re.compile(r":\w+:`~?([^`]+)`")
-
-REDRAW_INTERVAL = 0.25
-"""Seconds between redraws of the live table."""
 
 
 def _type_list() -> str:
@@ -250,51 +247,30 @@ class _Stream:
         out.flush()
 
     async def _table(self, target: str | TokenSource, token: str | None) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
-        console = Console(highlight=False)
         table = EventTable(self.event_type)
-        status = StreamStatus(clock=trio.current_time)
+        status = StatusLine(SUBSCRIPTION_COUNTERS, clock=trio.current_time)
         title = self.event_type.__name__ + (
             f" · source {self.args.source}" if self.args.source else ""
         )
 
-        def draw() -> Any:
-            rows = max(console.size.height - 8, 1)
-            return screen(table.render(title, rows), status.render())
+        def body(height: int) -> Table:
+            return table.render(title, max(height - 8, 1))
 
         deadline = self._deadline()
-        with (
-            _logs_printed_by(console),
-            Live(
-                get_renderable=draw,
-                console=console,
-                auto_refresh=False,
-                redirect_stdout=False,
-                redirect_stderr=False,
-                vertical_overflow="crop",
-            ) as live,
-        ):
-            live.refresh()  # the empty table and the status line, before anything connects
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_redraw_forever, live)
-                with trio.move_on_at(deadline):
-                    async with (
-                        open_dxlink(target, token, reconnect=self.policy) as feed,
-                        self._subscribe(feed) as rx,
-                    ):
-                        status.feed_statistics = feed.statistics
-                        status.subscription_statistics = rx.statistics
-                        live.refresh()
-                        try:
-                            await self._fill(rx, table, status)
-                        finally:
-                            status.stop()
-                nursery.cancel_scope.cancel()
-            live.refresh()
+        async with live_screen(body, status) as redraw:
+            with trio.move_on_at(deadline):
+                async with (
+                    open_dxlink(target, token, reconnect=self.policy) as feed,
+                    self._subscribe(feed) as rx,
+                ):
+                    status.watch(feed.statistics, rx.statistics)
+                    redraw()
+                    try:
+                        await self._fill(rx, table, status)
+                    finally:
+                        status.stop()
 
-    async def _fill(self, rx: Any, table: EventTable, status: StreamStatus) -> None:
+    async def _fill(self, rx: Any, table: EventTable, status: StatusLine) -> None:
         async for batch in rx.batches():
             if self.args.count is not None:
                 batch = batch[: self.args.count - self.seen]
@@ -303,26 +279,3 @@ class _Stream:
             self.seen += len(batch)
             if self.done:
                 break
-
-
-async def _redraw_forever(live: Any) -> None:
-    while True:
-        await trio.sleep(REDRAW_INTERVAL)
-        live.refresh()
-
-
-@contextlib.contextmanager
-def _logs_printed_by(console: Any) -> Iterator[None]:
-    """While the table is shown, log records are printed by its console, above the table
-    (a plain handler writing to the terminal would scribble over it)."""
-    from rich.logging import RichHandler
-
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    root.handlers[:] = [handler]
-    try:
-        yield
-    finally:
-        root.handlers[:] = saved

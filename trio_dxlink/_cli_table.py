@@ -13,28 +13,25 @@
 * a price that went up since that row's previous event is shown green with ``▲``, down red with
   ``▼`` (the mark stays until the price moves again).
 
-:class:`StreamStatus` is the line under the table: the connection state, reconnects, gaps,
-events per second and dropped events, read from the feed's and the handle's statistics.
+The status line under the table is :class:`~trio_dxlink._cli_common.StatusLine`; the stream's
+counters are :data:`SUBSCRIPTION_COUNTERS`. :func:`price_text` and :func:`size_text` are how
+prices and sizes are shown (the ``book`` ladder shows them so too).
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import math
-import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import attrs
 from rich import box
-from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from ._arguments import datetime_of
-from ._feed_state import FeedState, FeedStatistics
-from ._subscription import SubscriptionStatistics
+from ._cli_common import Counter
 from .events import (
     AnalyticOrder,
     Candle,
@@ -55,12 +52,21 @@ from .events import (
     Underlying,
 )
 
-__all__ = ["Column", "EventTable", "StreamStatus", "columns_for", "local_time", "screen"]
+__all__ = [
+    "SUBSCRIPTION_COUNTERS",
+    "Column",
+    "EventTable",
+    "columns_for",
+    "local_time",
+    "price_text",
+    "size_text",
+]
 
 _REMOVE_EVENT = 0x02
 
 
-def _price(value: Any) -> str:
+def price_text(value: Any) -> str:
+    """A price with thousands separators and 2 to 4 decimals (``-`` for NaN or none)."""
     if not isinstance(value, (int, float)) or math.isnan(value):
         return "-"
     text = f"{value:,.4f}".rstrip("0")
@@ -68,7 +74,8 @@ def _price(value: Any) -> str:
     return f"{whole}.{decimals.ljust(2, '0')}"
 
 
-def _size(value: Any) -> str:
+def size_text(value: Any) -> str:
+    """A size with thousands separators, decimals only when it has some (``-`` for NaN)."""
     if not isinstance(value, (int, float)) or math.isnan(value):
         return "-"
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
@@ -127,10 +134,10 @@ def _quote_time(event: Quote) -> int:
 
 
 _TRADE = [
-    _col("price", "price", _price, marked=True),
-    _col("change", "change", _price),
-    _col("size", "size", _size),
-    _col("day_volume", "day volume", _size),
+    _col("price", "price", price_text, marked=True),
+    _col("change", "change", price_text),
+    _col("size", "size", size_text),
+    _col("day_volume", "day volume", size_text),
     _col("exchange_code", "exch", _text),
     _col("tick_direction", "tick", _text),
     _when(),
@@ -138,18 +145,18 @@ _TRADE = [
 _ORDER_HEAD = [
     _col("source", "source", _text, left=True),
     _col("order_side", "side", _text),
-    _col("price", "price", _price, marked=True),
-    _col("size", "size", _size),
-    _col("count", "orders", _size),
+    _col("price", "price", price_text, marked=True),
+    _col("size", "size", size_text),
+    _col("count", "orders", size_text),
     _col("exchange_code", "exch", _text),
 ]
 
 _COLUMNS: dict[type[Event], list[Column]] = {
     Quote: [
-        _col("bid_size", "bid size", _size),
-        _col("bid_price", "bid", _price, marked=True),
-        _col("ask_price", "ask", _price, marked=True),
-        _col("ask_size", "ask size", _size),
+        _col("bid_size", "bid size", size_text),
+        _col("bid_price", "bid", price_text, marked=True),
+        _col("ask_price", "ask", price_text, marked=True),
+        _col("ask_size", "ask size", size_text),
         _col("bid_exchange_code", "bid exch", _text),
         _col("ask_exchange_code", "ask exch", _text),
         Column("time (local)", _quote_time, local_time),
@@ -157,27 +164,27 @@ _COLUMNS: dict[type[Event], list[Column]] = {
     Trade: _TRADE,
     TradeETH: _TRADE,
     Summary: [
-        _col("day_open_price", "open", _price),
-        _col("day_high_price", "high", _price, marked=True),
-        _col("day_low_price", "low", _price, marked=True),
-        _col("day_close_price", "close", _price, marked=True),
-        _col("prev_day_close_price", "prev close", _price),
-        _col("prev_day_volume", "prev volume", _size),
-        _col("open_interest", "open interest", _size),
+        _col("day_open_price", "open", price_text),
+        _col("day_high_price", "high", price_text, marked=True),
+        _col("day_low_price", "low", price_text, marked=True),
+        _col("day_close_price", "close", price_text, marked=True),
+        _col("prev_day_close_price", "prev close", price_text),
+        _col("prev_day_volume", "prev volume", size_text),
+        _col("open_interest", "open interest", size_text),
         _col("day_id", "day", _day),
     ],
     Profile: [
         _col("description", "description", _text, left=True),
         _col("trading_status", "status", _text),
         _col("short_sale_restriction", "short sale", _text),
-        _col("high_52_week_price", "52w high", _price),
-        _col("low_52_week_price", "52w low", _price),
+        _col("high_52_week_price", "52w high", price_text),
+        _col("low_52_week_price", "52w low", price_text),
         _col("beta", "beta", _ratio),
-        _col("earnings_per_share", "EPS", _price),
-        _col("shares", "shares", _size),
+        _col("earnings_per_share", "EPS", price_text),
+        _col("shares", "shares", size_text),
     ],
     Greeks: [
-        _col("price", "price", _price, marked=True),
+        _col("price", "price", price_text, marked=True),
         _col("volatility", "IV %", _percent),
         _col("delta", "delta", _ratio),
         _col("gamma", "gamma", _ratio),
@@ -187,11 +194,11 @@ _COLUMNS: dict[type[Event], list[Column]] = {
         _when(),
     ],
     TheoPrice: [
-        _col("price", "theo price", _price, marked=True),
-        _col("underlying_price", "underlying", _price, marked=True),
+        _col("price", "theo price", price_text, marked=True),
+        _col("underlying_price", "underlying", price_text, marked=True),
         _col("delta", "delta", _ratio),
         _col("gamma", "gamma", _ratio),
-        _col("dividend", "dividend", _price),
+        _col("dividend", "dividend", price_text),
         _col("interest", "interest %", _percent),
         _when(),
     ],
@@ -199,56 +206,56 @@ _COLUMNS: dict[type[Event], list[Column]] = {
         _col("volatility", "IV %", _percent),
         _col("front_volatility", "front IV %", _percent),
         _col("back_volatility", "back IV %", _percent),
-        _col("call_volume", "call volume", _size),
-        _col("put_volume", "put volume", _size),
+        _col("call_volume", "call volume", size_text),
+        _col("put_volume", "put volume", size_text),
         _col("put_call_ratio", "put/call", _ratio),
         _when(),
     ],
     TimeAndSale: [
         _when(),
-        _col("price", "price", _price, marked=True),
-        _col("size", "size", _size),
-        _col("bid_price", "bid", _price),
-        _col("ask_price", "ask", _price),
+        _col("price", "price", price_text, marked=True),
+        _col("size", "size", size_text),
+        _col("bid_price", "bid", price_text),
+        _col("ask_price", "ask", price_text),
         _col("aggressor_side", "aggressor", _text),
         _col("exchange_code", "exch", _text),
         _col("type", "kind", _text),
     ],
     Candle: [
         _when("time", "bar start (local)"),
-        _col("open", "open", _price),
-        _col("high", "high", _price),
-        _col("low", "low", _price),
-        _col("close", "close", _price, marked=True),
-        _col("volume", "volume", _size),
-        _col("vwap", "VWAP", _price),
-        _col("count", "trades", _size),
+        _col("open", "open", price_text),
+        _col("high", "high", price_text),
+        _col("low", "low", price_text),
+        _col("close", "close", price_text, marked=True),
+        _col("volume", "volume", size_text),
+        _col("vwap", "VWAP", price_text),
+        _col("count", "trades", size_text),
     ],
     Order: [*_ORDER_HEAD, _col("market_maker", "market maker", _text), _when()],
     SpreadOrder: [*_ORDER_HEAD, _col("spread_symbol", "spread", _text, left=True), _when()],
     AnalyticOrder: [
         *_ORDER_HEAD,
-        _col("iceberg_peak_size", "iceberg peak", _size),
-        _col("iceberg_hidden_size", "iceberg hidden", _size),
+        _col("iceberg_peak_size", "iceberg peak", size_text),
+        _col("iceberg_hidden_size", "iceberg hidden", size_text),
         _col("iceberg_type", "iceberg", _text),
         _when(),
     ],
     OptionSale: [
         _when(),
         _col("option_symbol", "option", _text, left=True),
-        _col("price", "price", _price, marked=True),
-        _col("size", "size", _size),
+        _col("price", "price", price_text, marked=True),
+        _col("size", "size", size_text),
         _col("aggressor_side", "aggressor", _text),
-        _col("underlying_price", "underlying", _price),
+        _col("underlying_price", "underlying", price_text),
         _col("volatility", "IV %", _percent),
         _col("delta", "delta", _ratio),
     ],
     Series: [
         _col("expiration", "expiration", _day),
         _col("volatility", "IV %", _percent),
-        _col("forward_price", "forward", _price, marked=True),
-        _col("call_volume", "call volume", _size),
-        _col("put_volume", "put volume", _size),
+        _col("forward_price", "forward", price_text, marked=True),
+        _col("call_volume", "call volume", size_text),
+        _col("put_volume", "put volume", size_text),
         _col("put_call_ratio", "put/call", _ratio),
         _col("interest", "interest %", _percent),
         _when(),
@@ -267,6 +274,12 @@ def columns_for(event_type: type[Event]) -> list[Column]:
     fields = attrs.fields(event_type)  # type: ignore[arg-type]
     return [_col(f.name, f.name.replace("_", " "), _text) for f in fields if f.name not in _HIDDEN]
 
+
+SUBSCRIPTION_COUNTERS = (
+    Counter("gaps", lambda stats: stats.gaps),
+    Counter("dropped", lambda stats: stats.dropped, "red"),
+)
+"""The status line's counters for a subscription handle (its ``statistics()``)."""
 
 _ORDER_TYPES = (Order, SpreadOrder, AnalyticOrder)
 
@@ -359,83 +372,3 @@ class EventTable:
         if len(shown) < len(keys):
             table.add_row(Text(f"… {len(keys) - len(shown)} more rows", style="dim"))
         return table
-
-
-_STATE_STYLE = {
-    FeedState.CONNECTING: "yellow",
-    FeedState.CONNECTED: "green",
-    FeedState.RECONNECTING: "bold yellow",
-    FeedState.CLOSED: "red",
-}
-
-
-class StreamStatus:
-    """The status line: state, reconnects, gaps, events/s and dropped events.
-
-    The statistics are read each time the line is drawn (``feed`` / ``subscription`` are
-    ``None`` until the connection is up: the line then says "connecting").
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.feed_statistics: Callable[[], FeedStatistics] | None = None
-        self.subscription_statistics: Callable[[], SubscriptionStatistics] | None = None
-        self.events = 0
-        self._samples: collections.deque[tuple[float, int]] = collections.deque()
-        self._last_loss: tuple[float, str] | None = None
-        self._losses = 0
-        self.stopped = False
-
-    def stop(self) -> None:
-        """The stream has ended: from now on the line shows the state it ended in, marked
-        "stopped" (not the closed feed's)."""
-        if self.feed_statistics is not None:
-            final = self.feed_statistics()
-            self.feed_statistics = lambda: final
-        if self.subscription_statistics is not None:
-            final_sub = self.subscription_statistics()
-            self.subscription_statistics = lambda: final_sub
-        self.stopped = True
-
-    def count(self, events: int) -> None:
-        self.events += events
-
-    def rate(self) -> float:
-        """Events per second over the last few seconds (0 until two samples exist)."""
-        now = self.clock()
-        self._samples.append((now, self.events))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= 3.0:
-            self._samples.popleft()
-        then, count = self._samples[0]
-        return (self.events - count) / (now - then) if now > then else 0.0
-
-    def render(self) -> Text:
-        stats = self.feed_statistics() if self.feed_statistics else None
-        state = stats.state if stats else FeedState.CONNECTING
-        reconnects = stats.reconnects if stats else 0
-        label = "reconnected" if state is FeedState.CONNECTED and reconnects else state.value
-        line = Text("● ", style=_STATE_STYLE[state])
-        line.append(label, style=_STATE_STYLE[state])
-        gaps = dropped = 0
-        if self.subscription_statistics is not None:
-            sub = self.subscription_statistics()
-            gaps, dropped = sub.gaps, sub.dropped
-        line.append(f" · {self.events:,} events · {self.rate():,.1f} events/s")
-        line.append(f" · reconnects: {reconnects}", style="yellow" if reconnects else "")
-        line.append(f" · gaps: {gaps}", style="yellow" if gaps else "")
-        line.append(f" · dropped: {dropped}", style="red" if dropped else "")
-        if stats and stats.connection_losses:
-            if stats.connection_losses != self._losses:
-                self._losses = stats.connection_losses
-                self._last_loss = (time.time(), type(stats.reason).__name__)
-            if self._last_loss is not None:
-                when = dt.datetime.fromtimestamp(self._last_loss[0]).strftime("%H:%M:%S")
-                line.append(f" · last loss {when} ({self._last_loss[1]})", style="dim")
-        if self.stopped:
-            line.append(" · stopped", style="bold")
-        return line
-
-
-def screen(table: Table, status: Text) -> RenderableType:
-    """The whole drawing: the table, then the status line."""
-    return Group(table, status)

@@ -29,7 +29,7 @@ import trio
 
 from . import _connection as c
 from ._book import O
-from ._channel_key import ChannelKey, subscription_channel
+from ._channel_key import ChannelKey
 from ._desired import DesiredState
 from ._dom import DepthOfMarket, DomHandles
 from ._dom_channel import DEFAULT_DEPTH
@@ -163,14 +163,7 @@ class DXLinkFeed(LatestReads):
             ValueError: an option the event type does not take, an unknown field, a period
                 that is not positive, ``fields``/``aggregation_period`` with ``from_time``.
         """
-        start = check_subscription(event_type, from_time, source)
-        key = subscription_channel(
-            event_type,
-            history=start is not None,
-            source=source,
-            fields=fields,
-            aggregation_period=aggregation_period,
-        )
+        start, key = check_subscription(event_type, from_time, source, fields, aggregation_period)
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         return Subscription(

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._channel_key import ChannelKey, subscription_channel
 from ._history import history_start
-from .events import Event, IndexedEvent, TimeSeriesEvent, event_class
+from .events import Event, event_class
 
 if TYPE_CHECKING:
     import datetime as dt
+    from collections.abc import Iterable
 
 __all__ = ["FeedState", "FeedStatistics", "check_event_type", "check_subscription"]
 
@@ -79,19 +81,30 @@ def check_event_type(event_type: object) -> None:
 
 
 def check_subscription(
-    event_type: type[Event], from_time: dt.datetime | int | None, source: str | None
-) -> int | None:
-    """``subscribe``'s argument rules (before any state changes); ``from_time`` in epoch ms."""
+    event_type: type[Event],
+    from_time: dt.datetime | int | None,
+    source: str | None,
+    fields: Iterable[str] | None = None,
+    aggregation_period: float | None = None,
+) -> tuple[int | None, ChannelKey]:
+    """``subscribe``'s argument rules, for a feed and a pool alike (before any state changes).
+
+    Returns ``from_time`` in epoch ms (``None``: no history) and the FEED channel the
+    subscription travels on (:func:`~trio_dxlink._channel_key.subscription_channel` holds the
+    rules for ``source``, ``fields`` and ``aggregation_period``).
+
+    Raises:
+        TypeError: ``event_type`` is not a registered event class.
+        ValueError: an option the event type does not take, a bad field list or period, or a
+            bad ``from_time``.
+    """
     check_event_type(event_type)
-    if from_time is not None and not issubclass(event_type, TimeSeriesEvent):
-        raise ValueError(
-            f"from_time is for time-series events (Candle, TimeAndSale, Greeks, ...),"
-            f" not {event_type.__name__}"
-        )
-    if source is not None and (
-        not issubclass(event_type, IndexedEvent) or issubclass(event_type, TimeSeriesEvent)
-    ):
-        raise ValueError(
-            f"source is for order-book events (Order, SpreadOrder, ...), not {event_type.__name__}"
-        )
-    return None if from_time is None else history_start(from_time, "from_time")
+    key = subscription_channel(
+        event_type,
+        history=from_time is not None,
+        source=source,
+        fields=fields,
+        aggregation_period=aggregation_period,
+    )
+    start = None if from_time is None else history_start(from_time, "from_time")
+    return start, key

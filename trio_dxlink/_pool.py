@@ -212,15 +212,27 @@ class DXLinkPool(LatestReads):
         overflow: Overflow | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         notify_gaps: bool = False,
+        fields: Iterable[str] | None = None,
+        aggregation_period: float | None = None,
     ) -> Subscription[E]:
         """A subscription handle, as :meth:`DXLinkFeed.subscribe <trio_dxlink.DXLinkFeed.
-        subscribe>`; its symbols may be spread over several connections.
+        subscribe>` (the same arguments, checked by the same rules); its symbols may be spread
+        over several connections.
+
+        ``fields`` (a projection: the server is asked for these fields only) and
+        ``aggregation_period`` (seconds) put the handle on a FEED channel of its own for each
+        distinct pair, on every connection that holds some of its symbols. A wire subscription
+        is (channel, symbol, source), so the same symbol asked with other fields or another
+        period is a wire subscription of its own, placed and counted separately.
 
         Raises:
+            SymbolError: a malformed candle symbol.
+            ValueError: an option the event type does not take, an unknown field, a period
+                that is not positive, ``fields``/``aggregation_period`` with ``from_time``.
             PoolFullError: (when the handle is entered, or given more symbols) every connection
                 is full and ``max_connections`` are open; nothing was subscribed.
         """
-        start = check_subscription(event_type, from_time, source)
+        start, key = check_subscription(event_type, from_time, source, fields, aggregation_period)
         if self._closed:
             raise ConnectionClosedError("the feed is closed")
         if start is not None:  # history lanes live on the first connection
@@ -241,6 +253,7 @@ class DXLinkPool(LatestReads):
             overflow=overflow,
             max_buffer=max_buffer,
             notify_gaps=notify_gaps,
+            channel_key=key,
         )
 
     async def history(

@@ -7,10 +7,17 @@ import random
 
 import attrs
 
-__all__ = ["DAY_MS", "YEAR_MS", "Instrument", "cents"]
+__all__ = ["DAY_MS", "TRADING_YEAR_MS", "YEAR_MS", "Instrument", "cents"]
 
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS
+"""A calendar year: what an option's time to expiry is measured in."""
+
+TRADING_YEAR_MS = 252 * 6 * 3_600_000 + 252 * 30 * 60_000
+"""A year of trading time (252 sessions of 6.5 hours): what an annualised volatility is quoted
+in, and the clock the price walk runs on. The simulated market trades around the clock, so
+each hour of it moves as a trading hour does (SPY's bid changes several times a second, as a
+real one does), not as a calendar-year average with nights and weekends spread in would."""
 
 
 def cents(price: float) -> float:
@@ -65,7 +72,7 @@ class Instrument:
         """Move the mid along its random walk to time ``now``."""
         elapsed = now - self.walked_at
         if elapsed > 0:
-            sigma = self.volatility * math.sqrt(elapsed / YEAR_MS)
+            sigma = self.volatility * math.sqrt(elapsed / TRADING_YEAR_MS)
             self.mid = max(0.01, self.mid * math.exp(self.rng.gauss(0.0, sigma)))
             self.walked_at = now
 

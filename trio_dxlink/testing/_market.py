@@ -53,7 +53,7 @@ from ..events import (
 )
 from ..symbols import OptionSymbol, base_symbol
 from ._chain_rules import expiration_dates, strike_text, strikes
-from ._instrument import YEAR_MS, Instrument, cents
+from ._instrument import TRADING_YEAR_MS, YEAR_MS, Instrument, cents
 from ._market_symbols import bar_start, candle_period_ms, lot, parse_option_symbol
 from ._option_events import option_sale, series
 from ._pricing import RATE, Valuation, black_scholes
@@ -507,7 +507,7 @@ class Market:
         """A finished bar starting at ``start`` that closes at ``close``."""
         rng = self._rng("candle", symbol, start)
         vol = self._instrument(base_symbol(symbol), start).volatility
-        sigma = vol * math.sqrt(period / YEAR_MS)
+        sigma = vol * math.sqrt(period / TRADING_YEAR_MS)  # as the live walk moves
         open_ = max(0.01, cents(close * math.exp(-rng.gauss(0.0, sigma))))
         high = max(open_, close, cents(max(open_, close) * (1 + abs(rng.gauss(0, sigma / 2)))))
         low = min(open_, close, cents(min(open_, close) * (1 - abs(rng.gauss(0, sigma / 2)))))
