@@ -198,7 +198,7 @@ _COLUMNS: dict[type[Event], list[Column]] = {
         _col("underlying_price", "underlying", price_text, marked=True),
         _col("delta", "delta", _ratio),
         _col("gamma", "gamma", _ratio),
-        _col("dividend", "dividend", price_text),
+        _col("dividend", "dividend %", _percent),
         _col("interest", "interest %", _percent),
         _when(),
     ],
