@@ -3,12 +3,17 @@ checks."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
+import io
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+import attrs
 
 import psutil
 import pytest
@@ -109,6 +114,54 @@ def sockets() -> Iterator[SocketCheck]:
 
 
 CLI = [sys.executable, "-m", "trio_dxlink"]
+"""The command line as a real subprocess: for what only a process shows (the entry point, exit
+status from ``sys.exit``, signals, a pseudo-terminal). Each start costs about half a second of
+imports, so argument checks and output formats run in-process (:func:`run_main`)."""
+
+
+@attrs.frozen
+class MainResult:
+    """What :func:`run_main` saw: the exit status and everything written to stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args: str) -> MainResult:
+    """Run the command line's ``main(args)`` in this process, as ``python -m trio_dxlink ARGS``
+    would: stdout and stderr captured (neither is a terminal), log records at WARNING and above
+    written to the captured stderr (``main``'s ``logging.basicConfig`` adds nothing while pytest's
+    handlers are installed), argparse's ``SystemExit`` turned into the exit status.
+
+    ``main`` calls ``trio.run``: call this from a synchronous test, or from a trio test through
+    ``trio.to_thread.run_sync`` (one at a time: stdout and stderr are this process's).
+    """
+    from trio_dxlink.__main__ import main
+
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    handler = logging.StreamHandler(stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                status = main(list(args))
+            except SystemExit as exit:
+                code = exit.code
+                status = code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        root.removeHandler(handler)
+    stdout.flush()
+    stderr.flush()
+    return MainResult(
+        status,
+        stdout.buffer.getvalue().decode(),  # type: ignore[attr-defined]
+        stderr.buffer.getvalue().decode(),  # type: ignore[attr-defined]
+    )
 
 
 async def start_serve(nursery: trio.Nursery, *flags: str) -> tuple[trio.Process, str]:

@@ -1,6 +1,6 @@
 """``python -m trio_dxlink book``: NDJSON views from a server the test publishes orders on (a
 real subprocess), the ladder (pure, and in a pseudo-terminal across a server-side disconnect),
-and one-line usage errors."""
+and one-line usage errors (in-process, through ``main``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from trio_dxlink._cli_book import Ladder
 from trio_dxlink.events import EventFlag
 from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
-from .conftest import CLI, until
+from .conftest import CLI, run_main, until
 from .terminal import Terminal, status_line
 
 BEGIN = int(EventFlag.SNAPSHOT_BEGIN)
@@ -205,26 +205,20 @@ async def test_the_ladder_in_a_terminal_survives_a_server_side_disconnect() -> N
         (["book", "AAPL"], "the following arguments are required: --source"),
     ],
 )
-async def test_bad_book_arguments_give_one_line_and_status_2(args: list[str], message: str) -> None:
-    with trio.fail_after(60):
-        result = await trio.run_process(
-            [*CLI, *args], capture_stdout=True, capture_stderr=True, check=False
-        )
+def test_bad_book_arguments_give_one_line_and_status_2(args: list[str], message: str) -> None:
+    result = run_main(*args)
     assert result.returncode == 2
-    lines = result.stderr.decode().splitlines()
+    lines = result.stderr.splitlines()
     assert len(lines) == 1
     assert message in lines[0]
     assert lines[0].startswith("trio-dxlink")
-    assert result.stdout == b""
+    assert result.stdout == ""
 
 
-async def test_book_help_shows_the_defaults_and_examples() -> None:
-    with trio.fail_after(60):
-        result = await trio.run_process(
-            [*CLI, "book", "--help"], capture_stdout=True, capture_stderr=True, check=False
-        )
+def test_book_help_shows_the_defaults_and_examples() -> None:
+    result = run_main("book", "--help")
     assert result.returncode == 0
-    text = result.stdout.decode()
+    text = result.stdout
     assert "(default: 10)" in text  # --depth
     assert "(default: Order)" in text  # --type
     assert "trio-dxlink book SPY --source NTV" in text

@@ -1,13 +1,16 @@
-"""``trio-dxlink stream``, run as a real subprocess: arguments, JSON output for every event type,
-and the live table in a pseudo-terminal across a server-side disconnect."""
+"""``trio-dxlink stream``: arguments and JSON output for every event type (in-process, through
+``main``), one bad argument and the live table in a pseudo-terminal across a server-side
+disconnect (real subprocesses)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -17,9 +20,9 @@ from trio_dxlink._cli_common import UsageError, parse_time_argument
 from trio_dxlink._cli_stream import listed_option
 from trio_dxlink._cli_table import EventTable, local_time
 from trio_dxlink.events import EVENT_TYPES, Candle, Order, Quote
-from trio_dxlink.testing import Market, ServerConfig, open_dxlink_server
+from trio_dxlink.testing import DXLinkServer, Market, ServerConfig, open_dxlink_server
 
-from .conftest import CLI
+from .conftest import CLI, run_main
 from .terminal import Terminal, status_line
 
 
@@ -51,22 +54,28 @@ async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
         (["Quote"], "the following arguments are required: symbols"),
     ],
 )
-async def test_each_bad_argument_is_one_line_and_exit_status_2(
-    args: list[str], message: str
-) -> None:
-    result = await run_cli("stream", *args)
-    err = result.stderr.decode()
+def test_each_bad_argument_is_one_line_and_exit_status_2(args: list[str], message: str) -> None:
+    result = run_main("stream", *args)
+    err = result.stderr
     assert result.returncode == 2, err
     assert message in err
     assert err.count("\n") == 1, err
     assert err.startswith("trio-dxlink")
+    assert result.stdout == ""
+
+
+async def test_a_bad_argument_to_the_real_command_is_one_line_and_exit_status_2() -> None:
+    result = await run_cli("stream", "Quote", "SPY", "--duration", "0")
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err == "trio-dxlink: error: --duration must be positive\n"
     assert result.stdout == b""
 
 
-async def test_help_lists_every_event_type_and_the_defaults() -> None:
-    result = await run_cli("stream", "--help")
+def test_help_lists_every_event_type_and_the_defaults() -> None:
+    result = run_main("stream", "--help")
     assert result.returncode == 0
-    text = result.stdout.decode()
+    text = result.stdout
     listed = re.findall(r"^  (\w+) +\S", text.split("event types", 1)[1], re.MULTILINE)
     assert listed[: len(EVENT_TYPES)] == [cls.__name__ for cls in EVENT_TYPES]
     assert "(default: 0)" in text  # --seed
@@ -91,12 +100,12 @@ def test_from_time_text_forms() -> None:
         parse_time_argument("-2x", "t")
 
 
-async def test_candle_history_from_a_relative_time() -> None:
-    result = await run_cli(
+def test_candle_history_from_a_relative_time() -> None:
+    result = run_main(
         "stream", "Candle", "AAPL{=5m}", "--json", "--count", "3", "--from-time", "-2h"
     )
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    events = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(events) == 3
     assert events[0]["time"] > events[1]["time"] > events[2]["time"]  # newest first
     now_ms = dt.datetime.now(dt.timezone.utc).timestamp() * 1000
@@ -123,17 +132,32 @@ TYPE_CASES = [
 ]
 
 
+@pytest.fixture
+async def simulating_server() -> AsyncIterator[DXLinkServer]:
+    """A simulating server on 127.0.0.1 (the embedded server's default market, seed 0) whose
+    market moves every 10 ms."""
+    config = ServerConfig(simulate=True, update_interval=0.01)
+    async with open_dxlink_server(config=config, market=Market(seed=0)) as server:
+        yield server
+
+
 @pytest.mark.parametrize(("type_name", "extra"), TYPE_CASES)
 async def test_stream_json_prints_five_events_of_each_type(
-    type_name: str, extra: list[str]
+    simulating_server: DXLinkServer, type_name: str, extra: list[str]
 ) -> None:
+    # The embedded server's market moves every 100 ms (tests/test_cli.py streams from it);
+    # this one every 10 ms, so five events of each type take little waiting.
     symbol = SYMBOLS.get(type_name, "SPY")
-    result = await run_cli("stream", type_name, symbol, *extra, "--json", "--count", "5")
+    args = ("stream", type_name, symbol, *extra, "--json", "--count", "5")
+    with trio.fail_after(60):
+        result = await trio.to_thread.run_sync(
+            functools.partial(run_main, *args, "--url", simulating_server.url)
+        )
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    events = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(events) == 5
     assert {e["eventType"] for e in events} == {type_name}
-    assert result.stderr == b""
+    assert result.stderr == ""
     if type_name == "Greeks":  # the help's option is near the money: sensible Greeks
         assert all(0.2 < e["delta"] < 0.8 and e["gamma"] > 0 for e in events), events
     if type_name in ("Order", "SpreadOrder", "AnalyticOrder"):
