@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import attrs
-
 import psutil
 import pytest
 import trio

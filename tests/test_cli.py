@@ -235,7 +235,29 @@ async def test_serve_tastytrade_prints_both_urls_and_stream_signs_in_through_it(
     assert {e["eventSymbol"] for e in events} <= {"SPY", "AAPL"}
 
 
-async def test_stream_tastytrade_errors_are_one_line_without_secrets() -> None:
+async def run_stream_in_process(
+    fake: Fake, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str, str]:
+    """`stream ARGS` in-process (through ``main``, in a worker thread) with the tastytrade
+    credentials ``env`` holds; check no credential was printed."""
+    for name in ("TT_SECRET", "TT_REFRESH"):
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    with trio.fail_after(60):
+        result = await trio.to_thread.run_sync(functools.partial(run_main, "stream", *args))
+    for secret in fake.secrets():
+        assert secret.decode() not in result.stdout
+        assert secret.decode() not in result.stderr
+    return result.returncode, result.stdout, result.stderr
+
+
+async def test_stream_tastytrade_errors_are_one_line_without_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The stream runs in-process (test_stream_tastytrade_when_the_login_is_not_entitled runs
+    # one such error in a real process).
     async with trio.open_nursery() as nursery:
         process, fake = await start_tastytrade_serve(nursery)
         api, sandbox = fake.api["url"], fake.sandbox["url"]
@@ -257,9 +279,13 @@ async def test_stream_tastytrade_errors_are_one_line_without_secrets() -> None:
         ]  # fmt: skip
         results = []
         for env, args, status, message in cases:
-            outcome = await run_stream(fake, env, "--tastytrade", *args, "Quote", "SPY")
+            outcome = await run_stream_in_process(
+                fake, env, monkeypatch, "--tastytrade", *args, "Quote", "SPY"
+            )
             results.append((outcome, status, message))
-        not_tastytrade = await run_stream(fake, fake.env(), "--sandbox", "Quote", "SPY")
+        not_tastytrade = await run_stream_in_process(
+            fake, fake.env(), monkeypatch, "--sandbox", "Quote", "SPY"
+        )
         process.terminate()
     for (status, out, err), expected_status, message in results:
         assert (status, out) == (expected_status, ""), err

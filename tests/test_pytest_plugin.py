@@ -62,7 +62,7 @@ def test_the_config_fixture_can_be_overridden(tmp_path: Path) -> None:
         "from trio_dxlink.testing import ServerConfig\n\n"
         "@pytest.fixture\n"
         "def dxlink_server_config():\n"
-        "    return ServerConfig(token='sesame')\n"
+        "    return ServerConfig(token='sesame', simulate=False)\n"
     )
     (tmp_path / "test_token.py").write_text(
         "async def test_token(dxlink_server, dxlink_feed, autojump_clock):\n"
