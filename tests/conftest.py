@@ -29,22 +29,38 @@ def pinned_market(seed: int = 0) -> Market:
     return Market(seed=seed, clock=lambda: NOW)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[DXLinkServer]:
-    """A faithful local server (no token, no simulation): tests publish what they need.
+def scripted_server(
+    *, in_memory: bool = False, token: str | None = None
+) -> contextlib.AbstractAsyncContextManager[DXLinkServer]:
+    """A faithful local server (no simulation: tests publish what they need), on 127.0.0.1 or
+    reached in memory (clients then pass ``connector=server.connector()``).
 
     It keeps closed connections, so tests can inspect what a client sent after it has gone.
     """
-    config = ServerConfig(simulate=False, keep_closed_connections=True)
-    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+    config = ServerConfig(simulate=False, token=token, keep_closed_connections=True)
+    return open_dxlink_server(config=config, market=pinned_market(), in_memory=in_memory)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DXLinkServer]:
+    """A scripted server (:func:`scripted_server`) on 127.0.0.1, no token."""
+    async with scripted_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def loopback_server() -> AsyncIterator[DXLinkServer]:
+    """:func:`server` under a name a module that reaches its ``server`` in memory can still use,
+    for its real-loopback tests."""
+    async with scripted_server() as srv:
         yield srv
 
 
 @pytest.fixture
 async def token_server() -> AsyncIterator[DXLinkServer]:
-    """A local server that requires the token ``"secret"`` (and keeps closed connections)."""
-    config = ServerConfig(simulate=False, token="secret", keep_closed_connections=True)
-    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+    """A scripted server (:func:`scripted_server`) on 127.0.0.1 that requires the token
+    ``"secret"``."""
+    async with scripted_server(token="secret") as srv:
         yield srv
 
 

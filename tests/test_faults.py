@@ -1,6 +1,7 @@
 """Faults a server or a user's code can produce, and how the feed survives them (issue 9).
 
-Each test drives the real client over loopback against the local server's fault switches.
+Each test drives the real client against the local server's fault switches, reached in memory
+(``server``) or over loopback.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -31,12 +33,19 @@ from trio_dxlink._buffers import LosslessBuffer
 from trio_dxlink._messages import Keepalive
 from trio_dxlink.testing import DXLinkServer, ServerConfig, open_dxlink_server
 
-from .conftest import FAST, Session, pinned_market, task_count, until
+from .conftest import FAST, Session, pinned_market, scripted_server, task_count, until
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 REVOKED = '{"type":"AUTH_STATE","channel":0,"state":"UNAUTHORIZED"}'
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DXLinkServer]:
+    """This module's server: the conftest one, reached in memory (``server.connector()``)."""
+    async with scripted_server(in_memory=True) as srv:
+        yield srv
 
 
 def channel_of(server: DXLinkServer, event_type: str) -> tuple[int, int]:
@@ -124,7 +133,7 @@ MALFORMED = [
 
 async def test_malformed_data_skips_only_itself(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url, reconnect=NO_RECONNECT) as feed,
+        open_dxlink(server.url, connector=server.connector(), reconnect=NO_RECONNECT) as feed,
         feed.subscribe(Quote, ["SPY"], notify_gaps=True, overflow=Overflow.LOSSLESS) as quotes,
         feed.subscribe(Trade, ["SPY"]) as trades,
     ):
@@ -165,7 +174,7 @@ async def test_users_cleanup_error_comes_out_alone_with_the_feed_error_as_contex
     server: DXLinkServer,
 ) -> None:
     with pytest.raises(ValueError, match="cleanup failed") as info:
-        async with open_dxlink(server.url, reconnect=NO_RECONNECT):
+        async with open_dxlink(server.url, connector=server.connector(), reconnect=NO_RECONNECT):
             try:
                 server.drop_all()
                 await trio.sleep_forever()  # cancelled when the feed fails
@@ -182,7 +191,7 @@ async def test_a_failed_subscribe_leaves_nothing_behind(server: DXLinkServer) ->
     # Regression: the wire entry of a subscribe that failed stayed in the feed's state, and
     # the next reconnect replayed it, raised KeyError and ended the whole block.
     Bogus = type("Bogus", (Quote,), {"EVENT_TYPE": "Bogus"})
-    async with open_dxlink(server.url, reconnect=FAST) as feed:
+    async with open_dxlink(server.url, connector=server.connector(), reconnect=FAST) as feed:
         with pytest.raises(TypeError, match="not a registered event type"):
             async with feed.subscribe(Bogus, ["SPY"]):
                 pass
@@ -217,7 +226,7 @@ async def test_a_handle_is_a_trio_receive_channel(server: DXLinkServer) -> None:
     for bid in (1.0, 2.0):
         send.send_nowait(Quote("SPY", bid_price=bid))
     assert await total_bid(receive, 2) == 3.0  # the helper works on a memory channel ...
-    async with open_dxlink(server.url) as feed:
+    async with open_dxlink(server.url, connector=server.connector()) as feed:
         rx = feed.subscribe(Quote, ["SPY", "QQQ"], overflow=Overflow.LOSSLESS)
         assert isinstance(rx, trio.abc.ReceiveChannel)
         async with rx:
@@ -266,7 +275,7 @@ async def test_a_nonsense_keepalive_timeout_is_clamped(
 
 async def test_repeated_bad_data_does_not_grow_a_lossless_handle(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url, reconnect=NO_RECONNECT) as feed,
+        open_dxlink(server.url, connector=server.connector(), reconnect=NO_RECONNECT) as feed,
         feed.subscribe(Quote, ["SPY"], notify_gaps=True, overflow=Overflow.LOSSLESS) as rx,
         feed.subscribe(Trade, ["SPY"]) as trades,
     ):
@@ -290,7 +299,7 @@ async def test_repeated_bad_data_does_not_grow_a_lossless_handle(server: DXLinkS
 
 async def test_a_huge_server_error_text_is_clipped(server: DXLinkServer) -> None:
     with pytest.raises(ServerError) as info:
-        async with open_dxlink(server.url, reconnect=NO_RECONNECT):
+        async with open_dxlink(server.url, connector=server.connector(), reconnect=NO_RECONNECT):
             await until(server, lambda: bool(server.live))
             server.send_error(server.live[0].id, 0, "X" * 50_000, "y" * 200_000)
             await trio.sleep_forever()

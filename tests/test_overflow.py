@@ -1,4 +1,5 @@
-"""Overflow policies and batched delivery, against the local server.
+"""Overflow policies and batched delivery, against the local server (reached in memory; the
+first test over real WebSockets on 127.0.0.1).
 
 A consumer is "slow" here simply by not reading while the server publishes. To know that the
 client has dispatched everything, each test publishes a sentinel event last, on the same
@@ -9,6 +10,7 @@ once the sentinel is in, every earlier event has been routed.
 from __future__ import annotations
 
 import traceback
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -27,7 +29,16 @@ from trio_dxlink import (
 from trio_dxlink._codec import encode_compact
 from trio_dxlink.testing import DXLinkServer
 
+from .conftest import scripted_server
+
 SENTINEL = "ZZZ"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DXLinkServer]:
+    """This module's server: the conftest one, reached in memory (``server.connector()``)."""
+    async with scripted_server(in_memory=True) as srv:
+        yield srv
 
 
 async def ready(server: DXLinkServer, *symbols: str) -> None:
@@ -51,7 +62,9 @@ def quotes(symbol: str, n: int, start: float = 1.0) -> list[Quote]:
     return [Quote(symbol, bid_price=start + i) for i in range(n)]
 
 
-async def test_lossless_fails_only_the_slow_handle(server: DXLinkServer) -> None:
+async def test_lossless_fails_only_the_slow_handle(loopback_server: DXLinkServer) -> None:
+    # Over real WebSockets on 127.0.0.1 (the module's other tests reach the server in memory).
+    server = loopback_server
     async with (
         open_dxlink(server.url) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
@@ -82,7 +95,7 @@ async def test_lossless_fails_only_the_slow_handle(server: DXLinkServer) -> None
 
 async def test_latest_keeps_only_the_newest_per_symbol(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["SPY", "AAPL"], overflow=Overflow.LATEST) as rx,
     ):
@@ -101,14 +114,14 @@ async def test_latest_keeps_only_the_newest_per_symbol(server: DXLinkServer) -> 
 async def test_latest_is_the_default_for_quotes_lossless_for_indexed(
     server: DXLinkServer,
 ) -> None:
-    async with open_dxlink(server.url) as feed:
+    async with open_dxlink(server.url, connector=server.connector()) as feed:
         assert feed.subscribe(Quote, ["SPY"]).overflow is Overflow.LATEST
         assert feed.subscribe(TimeAndSale, ["SPY"]).overflow is Overflow.LOSSLESS
 
 
 async def test_drop_oldest_keeps_the_newest_n(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["SPY"], overflow=Overflow.DROP_OLDEST, max_buffer=3) as rx,
     ):
@@ -126,7 +139,7 @@ async def test_one_frame_is_one_batch_and_iteration_stays_in_order(
     server: DXLinkServer,
 ) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["A", "B", "C"], overflow=Overflow.LOSSLESS) as rx,
     ):
@@ -149,7 +162,7 @@ async def test_events_for_unsubscribed_symbols_are_counted_not_delivered(
     server: DXLinkServer,
 ) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["SPY"]) as rx,
     ):
@@ -175,7 +188,7 @@ async def test_events_for_unsubscribed_symbols_are_counted_not_delivered(
 
 async def test_a_cancelled_receive_loses_nothing(server: DXLinkServer) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
     ):
@@ -201,7 +214,7 @@ async def test_two_tasks_reading_one_handle_each_get_different_events(
     """Like a trio memory channel, a handle may have several readers: every event goes to
     exactly one of them, whichever way each one reads."""
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
     ):
@@ -250,7 +263,7 @@ async def test_a_failed_handle_raises_its_error_again_without_growing_it(
     server: DXLinkServer,
 ) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS, max_buffer=1) as rx,
     ):
@@ -269,7 +282,7 @@ async def test_a_bounded_wildcard_latest_handle_evicts_the_stalest_symbol(
     server: DXLinkServer,
 ) -> None:
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, [SENTINEL], overflow=Overflow.LOSSLESS) as sentinel,
         feed.subscribe(Quote, ["*"], overflow=Overflow.LATEST, max_buffer=3) as rx,
     ):

@@ -1,20 +1,31 @@
 """Per-subscription ``fields=`` (projection) and ``aggregation_period=``: a FEED channel per
-distinct (type, fields, period), asked for with its own FEED_SETUP and replayed on reconnect."""
+distinct (type, fields, period), asked for with its own FEED_SETUP and replayed on reconnect.
+The server is reached in memory."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
+import trio.testing
 
 from trio_dxlink import Candle, Order, Quote, Trade, open_dxlink
 from trio_dxlink._channel_key import ChannelKey, channel_key_for, subscription_channel
 from trio_dxlink._messages import FeedSetup, FeedSubscription
 from trio_dxlink.testing import DXLinkServer
 
+from .conftest import scripted_server
+
 pytestmark = pytest.mark.filterwarnings("error")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DXLinkServer]:
+    """This module's server: the conftest one, reached in memory (``server.connector()``)."""
+    async with scripted_server(in_memory=True) as srv:
+        yield srv
 
 
 # --- the channel key (pure) ---
@@ -99,7 +110,7 @@ async def test_a_projected_slower_subscription_gets_a_channel_of_its_own(
     server: DXLinkServer,
 ) -> None:
     async with (
-        open_dxlink(server.url, aggregation_period=0.1) as feed,
+        open_dxlink(server.url, connector=server.connector(), aggregation_period=0.1) as feed,
         feed.subscribe(Quote, ["SPY"]) as full,
         feed.subscribe(Quote, ["SPY"], fields=["bid_price"], aggregation_period=1) as thin,
     ):
@@ -131,9 +142,12 @@ async def test_a_projected_slower_subscription_gets_a_channel_of_its_own(
         assert latest.ask_price == 4.0
 
 
-async def test_each_distinct_channel_is_replayed_on_reconnect(server: DXLinkServer) -> None:
+async def test_each_distinct_channel_is_replayed_on_reconnect(
+    server: DXLinkServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # In memory, so the reconnect's backoff passes in virtual time.
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, ["SPY"], fields=["ask_price"]) as thin,
         feed.subscribe(Quote, ["AAPL"], aggregation_period=5),
         feed.subscribe(Quote, ["QQQ"], aggregation_period=5.0),  # the same channel
@@ -173,7 +187,10 @@ async def test_each_distinct_channel_is_replayed_on_reconnect(server: DXLinkServ
 async def test_leaving_a_projected_handle_unsubscribes_only_its_channel(
     server: DXLinkServer,
 ) -> None:
-    async with open_dxlink(server.url) as feed, feed.subscribe(Quote, ["SPY"]) as full:
+    async with (
+        open_dxlink(server.url, connector=server.connector()) as feed,
+        feed.subscribe(Quote, ["SPY"]) as full,
+    ):
         async with feed.subscribe(Quote, ["SPY"], fields=["bidPrice"]):
             await until(server, lambda: len(subscribed_channels(server, "SPY")) == 2)
         await until(server, lambda: len(subscribed_channels(server, "SPY")) == 1)
