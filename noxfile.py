@@ -18,7 +18,12 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 FULL_SUITE_PYTHON = "3.11"
 
+PARALLEL = ["-n", "auto"]
+"""pytest-xdist: one worker per CPU core (the suite passes in parallel: each test starts its own
+servers, Redis and subprocesses on ports the system picks)."""
+
 FAST_SUBSET = [
+    *PARALLEL,
     "-x",
     "-q",
     "-p",
@@ -46,7 +51,7 @@ def tests(session: nox.Session) -> None:
     if session.posargs:
         selection = session.posargs
     elif session.python == FULL_SUITE_PYTHON:
-        selection = []
+        selection = PARALLEL
     else:
         selection = FAST_SUBSET
     session.run("python", "-m", "pytest", *selection)
@@ -56,7 +61,8 @@ def tests(session: nox.Session) -> None:
 def tests_pure(session: nox.Session) -> None:
     """Run the test suite on the pure-Python code paths (the C speedups turned off)."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs, env={"TRIO_DXLINK_NO_SPEEDUPS": "1"})
+    selection = session.posargs or PARALLEL
+    session.run("python", "-m", "pytest", *selection, env={"TRIO_DXLINK_NO_SPEEDUPS": "1"})
 
 
 @nox.session
