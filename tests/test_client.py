@@ -1,4 +1,5 @@
-"""open_dxlink and scoped subscriptions, end to end over real WebSockets on 127.0.0.1."""
+"""open_dxlink and scoped subscriptions, end to end over real WebSockets on 127.0.0.1 (the
+keepalive tests, on a MockClock, reach the server in memory)."""
 
 from __future__ import annotations
 
@@ -391,10 +392,12 @@ async def test_subscribe_rejects_bad_arguments(server: DXLinkServer) -> None:
 async def test_keepalive_sent_before_the_servers_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # In memory: a MockClock that jumps while a real socket's data is in flight could time out
+    # what is merely slow.
     config = ServerConfig(simulate=False, keepalive_timeout=10)
     async with (
-        open_dxlink_server(config=config, market=pinned_market()) as srv,
-        open_dxlink(srv.url, reconnect=NO_RECONNECT) as feed,
+        open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv,
+        open_dxlink(srv.url, reconnect=NO_RECONNECT, connector=srv.connector()) as feed,
     ):
         await trio.sleep(100)  # ten server timeouts of silence from the market
         assert feed.state is FeedState.CONNECTED
@@ -407,9 +410,11 @@ async def test_server_timeout_close_surfaces(autojump_clock: trio.testing.MockCl
     # A client that advertises a keepalive interval longer than the server's timeout is cut
     # off by the server (ERROR TIMEOUT, then close); without reconnect the block says why.
     config = ServerConfig(simulate=False, keepalive_timeout=10, keep_closed_connections=True)
-    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         with pytest.raises((ServerError, ConnectionClosedError)) as info:
-            async with open_dxlink(srv.url, reconnect=NO_RECONNECT) as feed:
+            async with open_dxlink(
+                srv.url, reconnect=NO_RECONNECT, connector=srv.connector()
+            ) as feed:
                 feed._keepalive_interval = 1e9  # misbehave on purpose
                 live = feed._live
                 assert live is not None

@@ -62,10 +62,10 @@ def channel_of(server: DXLinkServer, event_type: str) -> tuple[int, int]:
 
 async def test_revoked_token_reconnects_with_a_fresh_one() -> None:
     config = ServerConfig(simulate=False, token="secret")
-    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         session = Session(srv.url, ["secret"])
         async with (
-            open_dxlink(session, reconnect=FAST) as feed,
+            open_dxlink(session, reconnect=FAST, connector=srv.connector()) as feed,
             feed.subscribe(Quote, ["SPY"]) as rx,
         ):
             await until(srv, lambda: ("Quote", "SPY") in srv.subscriptions())
@@ -83,11 +83,11 @@ async def test_revoked_token_reconnects_with_a_fresh_one() -> None:
 
 async def test_a_session_that_keeps_handing_out_rejected_tokens_ends_in_auth_error() -> None:
     config = ServerConfig(simulate=False, token="secret")
-    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
         session = Session(srv.url, ["secret", "stale"])
         before = task_count()
         with pytest.raises(AuthenticationError, match="rejected"):
-            async with open_dxlink(session, reconnect=FAST):
+            async with open_dxlink(session, reconnect=FAST, connector=srv.connector()):
                 await until(srv, lambda: bool(srv.live))
                 srv.send_raw(srv.live[0].id, REVOKED)
                 await trio.sleep_forever()
@@ -99,7 +99,7 @@ async def test_renewal_refused_by_the_server_is_retried_with_a_fresh_token(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     config = ServerConfig(simulate=False, token="secret")
-    async with open_dxlink_server(config=config, market=pinned_market()) as srv:
+    async with open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv:
 
         class Expiring(Session):
             async def get_token(self) -> Token:
@@ -109,7 +109,11 @@ async def test_renewal_refused_by_the_server_is_retried_with_a_fresh_token(
 
         session = Expiring(srv.url, ["secret"])
         async with open_dxlink(
-            session, reconnect=FAST, keepalive_timeout=1e6, token_refresh_margin=100
+            session,
+            reconnect=FAST,
+            keepalive_timeout=1e6,
+            token_refresh_margin=100,
+            connector=srv.connector(),
         ) as feed:
             srv.reject_next_token()  # the renewal, due in 900 s, is refused: close 1008
             with trio.fail_after(5000):
@@ -256,8 +260,8 @@ async def test_a_nonsense_keepalive_timeout_is_clamped(
 ) -> None:
     config = ServerConfig(simulate=False, announce_keepalive_timeout=announced)
     async with (
-        open_dxlink_server(config=config, market=pinned_market()) as srv,
-        open_dxlink(srv.url, keepalive_interval=30.0) as feed,
+        open_dxlink_server(config=config, market=pinned_market(), in_memory=True) as srv,
+        open_dxlink(srv.url, keepalive_interval=30.0, connector=srv.connector()) as feed,
     ):
         await trio.sleep(20)
         (conn,) = srv.live
