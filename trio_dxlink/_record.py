@@ -1,11 +1,16 @@
 """Recording a feed's connections at the transport seam (the format: ``_recording.py``).
 
 :func:`open_recorder` opens a file and a writer task; :meth:`Recorder.connector` wraps any
-:data:`~trio_dxlink.Connector` so every frame sent and received is queued for it. Queuing is a
-plain append (the reader never waits for the disk); the writer task lets frames gather for
-``FLUSH_INTERVAL`` (or until ``FLUSH_BYTES`` wait), then serialises and writes them as one
-batch in a worker thread. When more than ``max_buffer_bytes`` of frames wait, further frames
-are dropped, counted (:attr:`RecorderStatistics.dropped`), logged and marked in the file.
+:data:`~trio_dxlink.Connector` so every frame sent and received is queued for it. Queuing appends
+the frame's line to a buffer, never waiting for the disk: a text frame's line is its text with a
+fixed prefix (``append_frame_line``: no JSON encoding, copied while the frame is fresh in the
+cache, and the frame itself is not kept). The writer task lets lines gather for
+``FLUSH_INTERVAL`` (or until ``FLUSH_BYTES`` of frames wait), then hands the buffer to a worker
+thread, which only writes it (or compresses and writes it): the thread holds the GIL for no
+Python work. When more than ``max_buffer_bytes`` of frames wait, further frames are dropped,
+counted (:attr:`RecorderStatistics.dropped`), logged and marked in the file.
+
+What this costs the delivered rate, and why the batch is 50 ms: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import attrs
 import orjson
 import trio
 
 from ._exceptions import RecordingError
-from ._recording import FORMAT, REDACTED, VERSION, _zstd, frame_line, safe_url
+from ._recording import FORMAT, REDACTED, VERSION, _zstd, append_frame_line, safe_url
 from ._transport import Connector, Transport
 from ._util import unwrap_group
 
@@ -38,14 +43,15 @@ log = logging.getLogger("trio_dxlink.record")
 DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
 
 FLUSH_INTERVAL = 0.05
-"""Seconds the writer lets frames gather before it writes them (unless ``FLUSH_BYTES`` wait
-sooner): one worker-thread write per batch, not per frame, keeps the recording's cost to the
-reader small (each hand-over to the thread contends for the GIL)."""
+"""Seconds the writer lets lines gather before it writes them (unless ``FLUSH_BYTES`` wait
+sooner): one worker-thread write per batch, not per frame. Shorter batches cost more hand-overs
+to the thread, much longer ones more memory faulted in and freed (measured in
+``benchmarks/README.md``)."""
 FLUSH_BYTES = 1024 * 1024
 """Characters of frame text that make the writer write at once."""
 
-_Pending = tuple[str, int, int, "str | bytes | int | tuple[str, str] | None"]
-"""(kind, connection, t_ns, frame / count / url / (reason, by)) waiting for the writer."""
+_Payload: TypeAlias = str | bytes | int | tuple[str, str]
+"""A record's frame / url / count of dropped frames / (reason, by)."""
 
 
 @attrs.frozen
@@ -72,8 +78,10 @@ class Recorder:
     def __init__(self, path: str | os.PathLike[str], max_buffer_bytes: int) -> None:
         self.path = os.fspath(path)
         self._max_buffer = max_buffer_bytes
-        self._pending: list[_Pending] = []
+        self._pending = bytearray()
+        """The lines waiting for the writer, already encoded."""
         self._pending_bytes = 0
+        """Characters of frame text in ``_pending`` (what ``max_buffer_bytes`` bounds)."""
         self._wakeup = trio.Event()
         self._batch_full = trio.Event()
         self._t0 = trio.current_time()
@@ -128,10 +136,11 @@ class Recorder:
         self._queue("open", conn, safe, 0)
         return conn
 
-    def _queue(
-        self, kind: str, conn: int, payload: str | bytes | int | tuple[str, str] | None, size: int
-    ) -> None:
-        self._pending.append((kind, conn, self._now(), payload))
+    def _queue(self, kind: str, conn: int, payload: _Payload, size: int) -> None:
+        if kind in ("in", "out") and isinstance(payload, str):
+            append_frame_line(self._pending, kind, conn, self._now(), payload)
+        else:
+            self._pending += _record_line(kind, conn, self._now(), payload)
         self._pending_bytes += size
         self._wakeup.set()
         if self._pending_bytes >= FLUSH_BYTES:
@@ -222,14 +231,14 @@ class Recorder:
         """Write what is queued. The queued frames count against the buffer until written."""
         self._wakeup = trio.Event()
         self._batch_full = trio.Event()
-        batch, self._pending = self._pending, []
+        data, self._pending = self._pending, bytearray()
         size = self._pending_bytes
-        if not batch:
+        if not data:
             return
         try:
-            await trio.to_thread.run_sync(sink.write_batch, batch)
+            await trio.to_thread.run_sync(sink.write, data)
         except BaseException:
-            self._pending[:0] = batch  # not written (cancelled before the thread started)
+            self._pending[:0] = data  # not written (cancelled before the thread started)
             raise
         self._pending_bytes -= size
 
@@ -273,6 +282,20 @@ class _RecordingTransport:
         await self._inner.aclose()
 
 
+def _record_line(kind: str, conn: int, t: int, payload: _Payload) -> bytes:
+    """The line of a record other than a text frame (see ``_recording.py``)."""
+    record: dict[str, Any] = {"k": kind, "c": conn, "t": t}
+    if isinstance(payload, bytes):
+        record["b"] = base64.b64encode(payload).decode()
+    elif kind == "open":
+        record["url"] = payload
+    elif isinstance(payload, tuple):
+        record["reason"], record["by"] = payload
+    else:
+        record["count"] = payload
+    return orjson.dumps(record) + b"\n"
+
+
 def _ending(exc: BaseException) -> str:
     """How a connection ended, from what left its block: ``"closed"`` for a cancellation (the
     client leaving), else the first error that is not one."""
@@ -289,8 +312,8 @@ def _ending(exc: BaseException) -> str:
 
 
 class _Sink:
-    """The file side, used from a worker thread: serialises batches of records and writes them
-    (through a zstd compressor if asked)."""
+    """The file side, used from a worker thread: writes blocks of encoded lines (through a
+    zstd compressor if asked)."""
 
     def __init__(self, path: str, compress: bool) -> None:
         try:
@@ -304,25 +327,8 @@ class _Sink:
     def write_line(self, record: dict[str, Any]) -> None:
         self._out.write(orjson.dumps(record) + b"\n")
 
-    def write_batch(self, batch: list[_Pending]) -> None:
-        """Write ``batch`` as one block: a text frame's line is built around its text
-        (:func:`frame_line`), never JSON-encoded; the few other records go through orjson."""
-        lines = []
-        for kind, conn, t, payload in batch:
-            if kind in ("in", "out") and isinstance(payload, str):
-                lines.append(frame_line(kind, conn, t, payload))
-                continue
-            record: dict[str, Any] = {"k": kind, "c": conn, "t": t}
-            if kind in ("in", "out"):
-                record["b"] = base64.b64encode(payload).decode()  # type: ignore[arg-type]
-            elif kind == "open":
-                record["url"] = payload
-            elif kind == "close" and isinstance(payload, tuple):
-                record["reason"], record["by"] = payload
-            else:
-                record["count"] = payload
-            lines.append(orjson.dumps(record) + b"\n")
-        self._out.write(b"".join(lines))
+    def write(self, data: bytearray) -> None:
+        self._out.write(data)
 
     def close(self) -> None:
         try:

@@ -62,7 +62,7 @@ from ._exceptions import RecordingError
 __all__ = [
     "FORMAT",
     "VERSION",
-    "frame_line",
+    "append_frame_line",
     "iter_records",
     "open_text",
     "read_manifest",
@@ -82,16 +82,15 @@ _FRAME_LINE = re.compile(r'\{"k":"(in|out)","c":(\d+),"t":(-?\d+),"j":')
 """The fixed start of a ``j`` line (the frame follows, then the closing ``}``)."""
 
 
-def frame_line(kind: str, conn: int, t: int, frame: str) -> bytes:
-    """The line (with its ``\\n``) that records text ``frame`` (see the module's docstring)."""
+def append_frame_line(out: bytearray, kind: str, conn: int, t: int, frame: str) -> None:
+    """Append the line (with its ``\\n``) that records text ``frame`` to ``out`` (see the
+    module's docstring)."""
     if "\n" in frame or "\r" in frame:
-        return b'{"k":"%s","c":%d,"t":%d,"f":%s}\n' % (
-            kind.encode(),
-            conn,
-            t,
-            orjson.dumps(frame),
-        )
-    return b'{"k":"%s","c":%d,"t":%d,"j":%s}\n' % (kind.encode(), conn, t, frame.encode())
+        out += b'{"k":"%s","c":%d,"t":%d,"f":%s}\n' % (kind.encode(), conn, t, orjson.dumps(frame))
+        return
+    out += b'{"k":"%s","c":%d,"t":%d,"j":' % (kind.encode(), conn, t)
+    out += frame.encode()
+    out += b"}\n"
 
 
 def safe_url(url: str) -> str:
