@@ -42,14 +42,14 @@ async def _record(
         for i in range(quotes):
             if i:
                 await trio.sleep(spacing)
-            server.publish(_quote("SPY", 500.0 + i), _quote("AAPL", 200.0 + i))
+            server.publish(full_quote("SPY", 500.0 + i), full_quote("AAPL", 200.0 + i))
             for _ in range(2):
                 live.append(await rx.receive())
                 times.append(trio.current_time())
     return live, times
 
 
-def _quote(symbol: str, bid: float) -> Quote:
+def full_quote(symbol: str, bid: float) -> Quote:
     """A quote with every field a real feed fills (tastytrade's SDK rejects missing ones)."""
     return Quote(
         symbol,

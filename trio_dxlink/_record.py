@@ -1,10 +1,16 @@
 """Recording a feed's connections at the transport seam (the format: ``_recording.py``).
 
 :func:`open_recorder` opens a file and a writer task; :meth:`Recorder.connector` wraps any
-:data:`~trio_dxlink.Connector` so every frame sent and received is queued for it. Queuing is a
-plain append (the reader never waits for the disk); the writer task serialises and writes
-batches in a worker thread. When more than ``max_buffer_bytes`` of frames wait, further frames
-are dropped, counted (:attr:`RecorderStatistics.dropped`), logged and marked in the file.
+:data:`~trio_dxlink.Connector` so every frame sent and received is queued for it. Queuing appends
+the frame's line to a buffer, never waiting for the disk: a text frame's line is its text with a
+fixed prefix (``append_frame_line``: no JSON encoding, copied while the frame is fresh in the
+cache, and the frame itself is not kept). The writer task lets lines gather for
+``FLUSH_INTERVAL`` (or until ``FLUSH_BYTES`` of frames wait), then hands the buffer to a worker
+thread, which only writes it (or compresses and writes it): the thread holds the GIL for no
+Python work. When more than ``max_buffer_bytes`` of frames wait, further frames are dropped,
+counted (:attr:`RecorderStatistics.dropped`), logged and marked in the file.
+
+What this costs the delivered rate, and why the batch is 50 ms: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -12,19 +18,23 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import attrs
 import orjson
 import trio
 
 from ._exceptions import RecordingError
-from ._recording import FORMAT, REDACTED, VERSION, _zstd, safe_url
+from ._recording import FORMAT, REDACTED, VERSION, _zstd, append_frame_line, safe_url
 from ._transport import Connector, Transport
 from ._util import unwrap_group
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["Recorder", "RecorderStatistics", "open_recorder", "recording_for"]
 
@@ -32,8 +42,16 @@ log = logging.getLogger("trio_dxlink.record")
 
 DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
 
-_Pending = tuple[str, int, int, "str | bytes | int | None"]
-"""(kind, connection, t_ns, frame / count / reason) waiting for the writer."""
+FLUSH_INTERVAL = 0.05
+"""Seconds the writer lets lines gather before it writes them (unless ``FLUSH_BYTES`` wait
+sooner): one worker-thread write per batch, not per frame. Shorter batches cost more hand-overs
+to the thread, much longer ones more memory faulted in and freed (measured in
+``benchmarks/README.md``)."""
+FLUSH_BYTES = 1024 * 1024
+"""Characters of frame text that make the writer write at once."""
+
+_Payload: TypeAlias = str | bytes | int | tuple[str, str]
+"""A record's frame / url / count of dropped frames / (reason, by)."""
 
 
 @attrs.frozen
@@ -60,9 +78,12 @@ class Recorder:
     def __init__(self, path: str | os.PathLike[str], max_buffer_bytes: int) -> None:
         self.path = os.fspath(path)
         self._max_buffer = max_buffer_bytes
-        self._pending: list[_Pending] = []
+        self._pending = bytearray()
+        """The lines waiting for the writer, already encoded."""
         self._pending_bytes = 0
+        """Characters of frame text in ``_pending`` (what ``max_buffer_bytes`` bounds)."""
         self._wakeup = trio.Event()
+        self._batch_full = trio.Event()
         self._t0 = trio.current_time()
         self._started_ns = time.time_ns()
         self._frames = 0
@@ -88,14 +109,16 @@ class Recorder:
         async def connect(url: str) -> AsyncIterator[Transport]:
             async with inner(url) as transport:
                 conn = self._open(url)
+                recording = _RecordingTransport(transport, self, conn)
                 reason = "closed"
                 try:
-                    yield _RecordingTransport(transport, self, conn)
+                    yield recording
                 except BaseException as exc:
-                    reason = f"{type(exc).__name__}: {exc}"[:300]
+                    reason = _ending(exc)
                     raise
                 finally:
-                    self._queue("close", conn, reason, 0)
+                    by = "peer" if recording.failed else "client"
+                    self._queue("close", conn, (reason, by), 0)
 
         return connect
 
@@ -113,10 +136,15 @@ class Recorder:
         self._queue("open", conn, safe, 0)
         return conn
 
-    def _queue(self, kind: str, conn: int, payload: str | bytes | int | None, size: int) -> None:
-        self._pending.append((kind, conn, self._now(), payload))
+    def _queue(self, kind: str, conn: int, payload: _Payload, size: int) -> None:
+        if kind in ("in", "out") and isinstance(payload, str):
+            append_frame_line(self._pending, kind, conn, self._now(), payload)
+        else:
+            self._pending += _record_line(kind, conn, self._now(), payload)
         self._pending_bytes += size
         self._wakeup.set()
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._batch_full.set()
 
     def frame(self, conn: int, kind: str, frame: str | bytes) -> None:
         """Record one frame of connection ``conn`` (``kind``: ``"in"`` or ``"out"``)."""
@@ -192,6 +220,8 @@ class Recorder:
     async def _write_loop(self, sink: _Sink) -> None:
         while True:
             await self._wakeup.wait()
+            with trio.move_on_after(FLUSH_INTERVAL):
+                await self._batch_full.wait()
             try:
                 await self._flush(sink)
             except OSError as exc:
@@ -200,42 +230,90 @@ class Recorder:
     async def _flush(self, sink: _Sink) -> None:
         """Write what is queued. The queued frames count against the buffer until written."""
         self._wakeup = trio.Event()
-        batch, self._pending = self._pending, []
+        self._batch_full = trio.Event()
+        data, self._pending = self._pending, bytearray()
         size = self._pending_bytes
-        if not batch:
+        if not data:
             return
         try:
-            await trio.to_thread.run_sync(sink.write_batch, batch)
+            await trio.to_thread.run_sync(sink.write, data)
         except BaseException:
-            self._pending[:0] = batch  # not written (cancelled before the thread started)
+            self._pending[:0] = data  # not written (cancelled before the thread started)
             raise
         self._pending_bytes -= size
 
 
 class _RecordingTransport:
-    """A :class:`Transport` that records what passes through it."""
+    """A :class:`Transport` that records what passes through it, and whether the connection
+    failed under it (a receive or send raised: the peer or the network ended it) or the
+    client ended it."""
 
     def __init__(self, inner: Transport, recorder: Recorder, conn: int) -> None:
         self._inner = inner
         self._recorder = recorder
         self._conn = conn
+        self._closing = False
+        self.failed = False
+        """A receive or send raised before the client closed the transport."""
 
     async def send(self, text: str) -> None:
         self._recorder.frame(self._conn, "out", text)
-        await self._inner.send(text)
+        try:
+            await self._inner.send(text)
+        except trio.Cancelled:
+            raise
+        except BaseException:
+            self.failed = not self._closing
+            raise
 
     async def receive(self) -> str | bytes:
-        frame = await self._inner.receive()
+        try:
+            frame = await self._inner.receive()
+        except trio.Cancelled:
+            raise
+        except BaseException:
+            self.failed = not self._closing
+            raise
         self._recorder.frame(self._conn, "in", frame)
         return frame
 
     async def aclose(self) -> None:
+        self._closing = True
         await self._inner.aclose()
 
 
+def _record_line(kind: str, conn: int, t: int, payload: _Payload) -> bytes:
+    """The line of a record other than a text frame (see ``_recording.py``)."""
+    record: dict[str, Any] = {"k": kind, "c": conn, "t": t}
+    if isinstance(payload, bytes):
+        record["b"] = base64.b64encode(payload).decode()
+    elif kind == "open":
+        record["url"] = payload
+    elif isinstance(payload, tuple):
+        record["reason"], record["by"] = payload
+    else:
+        record["count"] = payload
+    return orjson.dumps(record) + b"\n"
+
+
+def _ending(exc: BaseException) -> str:
+    """How a connection ended, from what left its block: ``"closed"`` for a cancellation (the
+    client leaving), else the first error that is not one."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaf: BaseException | None = exc.split(trio.Cancelled)[1]
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        if leaf is None:
+            return "closed"
+        exc = leaf
+    if isinstance(exc, trio.Cancelled):
+        return "closed"
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 class _Sink:
-    """The file side, used from a worker thread: serialises batches of records and writes them
-    (through a zstd compressor if asked)."""
+    """The file side, used from a worker thread: writes blocks of encoded lines (through a
+    zstd compressor if asked)."""
 
     def __init__(self, path: str, compress: bool) -> None:
         try:
@@ -249,25 +327,8 @@ class _Sink:
     def write_line(self, record: dict[str, Any]) -> None:
         self._out.write(orjson.dumps(record) + b"\n")
 
-    def write_batch(self, batch: list[_Pending]) -> None:
-        dumps = orjson.dumps
-        lines = []
-        for kind, conn, t, payload in batch:
-            record: dict[str, Any] = {"k": kind, "c": conn, "t": t}
-            if kind in ("in", "out"):
-                if isinstance(payload, str):
-                    record["f"] = payload
-                else:
-                    record["b"] = base64.b64encode(payload).decode()  # type: ignore[arg-type]
-            elif kind == "open":
-                record["url"] = payload
-            elif kind == "close":
-                record["reason"] = payload
-            else:
-                record["count"] = payload
-            lines.append(dumps(record))
-        lines.append(b"")
-        self._out.write(b"\n".join(lines))
+    def write(self, data: bytearray) -> None:
+        self._out.write(data)
 
     def close(self) -> None:
         try:

@@ -5,20 +5,34 @@ stream (a file that starts with zstd's magic number is decompressed on reading, 
 name). Every line has a ``"k"`` (kind):
 
 ``header`` (the first line)
-    ``format`` (``"trio-dxlink-recording"``), ``version`` (1), ``library`` (trio_dxlink's
-    version), ``started_ns`` (wall-clock time of the start, ns since the Unix epoch).
+    ``format`` (``"trio-dxlink-recording"``), ``version`` (2; version 1 files are read too),
+    ``library`` (trio_dxlink's version), ``started_ns`` (wall-clock time of the start, ns since
+    the Unix epoch).
 ``open``
     A connection was opened: ``c`` (its number, 1, 2, ... within the recording), ``t``,
     ``url`` (without query string or credentials).
 ``in`` / ``out``
-    One WebSocket frame received / sent: ``c``, ``t``, and ``f`` (the frame's text, exactly,
-    as a JSON string) or ``b`` (a binary frame, base64). AUTH frames are written with their
-    ``token`` replaced by ``"<redacted>"``.
+    One WebSocket frame received / sent, written as one of:
+
+    * ``{"k":"in","c":C,"t":T,"j":FRAME}``: the frame's text exactly, as the value of ``j``
+      (a DXLink frame is a JSON object, so the line is JSON and ``jq .j`` shows the message).
+      The layout is fixed (no spaces, keys in this order) and a reader takes FRAME verbatim
+      from between ``"j":`` and the line's last ``}``, without parsing it: a frame that is not
+      JSON (a malformed one from a faulty server) is kept as it came, and only its line is not
+      JSON. Used for every text frame without a line break;
+    * ``"f"``: the frame's text as a JSON string (a text frame holding ``\n`` or ``\r``; every
+      text frame in version 1);
+    * ``"b"``: a binary frame, base64.
+
+    AUTH frames are written with their ``token`` replaced by ``"<redacted>"``.
+    :func:`iter_records` hands every frame record over with ``f`` (text) or ``b``, whichever way
+    it was written.
 ``dropped``
     ``count`` frames of connection ``c`` were not written because the disk fell behind
     (written before the next frame that was).
 ``close``
-    Connection ``c`` ended at ``t``; ``reason`` says how.
+    Connection ``c`` ended at ``t``; ``reason`` says how, ``by`` who: ``"peer"`` (a receive or
+    send failed: the server or the network ended it) or ``"client"`` (version 2).
 ``manifest`` (the last line)
     ``started_ns``, ``ended_ns``, ``library``, ``url``, ``frames``, ``bytes``, ``dropped`` and
     ``connections``: for each connection number (a string), its ``url`` and ``channels``: for
@@ -37,6 +51,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -44,12 +59,38 @@ import orjson
 
 from ._exceptions import RecordingError
 
-__all__ = ["FORMAT", "VERSION", "iter_records", "open_text", "read_manifest", "safe_url"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "append_frame_line",
+    "iter_records",
+    "open_text",
+    "read_manifest",
+    "safe_url",
+]
 
 FORMAT = "trio-dxlink-recording"
-VERSION = 1
+VERSION = 2
+"""The version the recorder writes."""
+READABLE_VERSIONS = (1, 2)
+"""The versions :func:`iter_records` reads."""
 REDACTED = "<redacted>"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+_FRAME_LINE = re.compile(r'\{"k":"(in|out)","c":(\d+),"t":(-?\d+),"j":')
+"""The fixed start of a ``j`` line (the frame follows, then the closing ``}``)."""
+
+
+def append_frame_line(out: bytearray, kind: str, conn: int, t: int, frame: str) -> None:
+    """Append the line (with its ``\\n``) that records text ``frame`` to ``out`` (see the
+    module's docstring)."""
+    if "\n" in frame or "\r" in frame:
+        out += b'{"k":"%s","c":%d,"t":%d,"f":%s}\n' % (kind.encode(), conn, t, orjson.dumps(frame))
+        return
+    out += b'{"k":"%s","c":%d,"t":%d,"j":' % (kind.encode(), conn, t)
+    out += frame.encode()
+    out += b"}\n"
 
 
 def safe_url(url: str) -> str:
@@ -88,11 +129,18 @@ def open_text(path: str | os.PathLike[str]) -> IO[str]:
 
 def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every record of the recording at ``path``, in order, as dicts (see the module's
-    docstring for their keys). The header is checked; a bad line is a :class:`RecordingError`
-    naming its number."""
+    docstring for their keys; a frame record has ``f`` or ``b``, however it was written). The
+    header is checked; a bad line is a :class:`RecordingError` naming its number."""
     with open_text(path) as text:
         for number, line in enumerate(text, 1):
             if not line.strip():
+                continue
+            if number > 1 and (match := _FRAME_LINE.match(line)):
+                end = line.rstrip("\n")
+                if not end.endswith("}"):
+                    raise RecordingError(f"{os.fspath(path)}:{number}: a frame record cut short")
+                kind, conn, t = match.groups()
+                yield {"k": kind, "c": int(conn), "t": int(t), "f": end[match.end() : -1]}
                 continue
             try:
                 record = orjson.loads(line)
@@ -103,10 +151,11 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             if number == 1 and (
                 record.get("k") != "header"
                 or record.get("format") != FORMAT
-                or record.get("version") != VERSION
+                or record.get("version") not in READABLE_VERSIONS
             ):
                 raise RecordingError(
-                    f"{os.fspath(path)} is not a trio_dxlink recording (version {VERSION})"
+                    f"{os.fspath(path)} is not a trio_dxlink recording (versions "
+                    f"{', '.join(map(str, READABLE_VERSIONS))})"
                 )
             yield record
 

@@ -2,9 +2,13 @@
 
 A :class:`Replay` is a :data:`~trio_dxlink.Connector`: each connection the feed opens plays the
 next recorded connection's received frames; when a recorded connection ended (and another
-follows), the replayed one ends too, so the feed reconnects just as it did live. After the last
-recorded frame, :attr:`Replay.finished` is set and the connection stays open, idle (it answers
-keepalives), so the application sees a quiet feed rather than an error.
+follows), the replayed one ends too, so the feed reconnects just as it did live. When it ends:
+as fast as possible, once its frames are played; in recorded time (``speed``), at its recorded
+end if the server ended it, and if the client ended it (a keepalive timeout, say), not before
+``CLIENT_CLOSE_GRACE`` seconds after that, so the replayed client ends it itself, for the same
+reason, as it did live. After the last recorded frame, :attr:`Replay.finished` is set and the
+connection stays open, idle (it answers keepalives), so the application sees a quiet feed
+rather than an error.
 
 A received frame on channel N is played only once the client has sent something on channel N
 (channel 0: once it has sent anything), so an application that subscribes after the block is
@@ -30,6 +34,10 @@ from ._transport import Connector, Transport
 __all__ = ["Replay", "recorded_subscriptions"]
 
 log = logging.getLogger("trio_dxlink.replay")
+
+CLIENT_CLOSE_GRACE = 1.0
+"""Seconds (of trio's clock, unscaled) a replayed connection that the client ended live is kept
+open past its recorded end, waiting for the client to end it again."""
 
 _CHANNEL = re.compile(r'"channel"\s*:\s*(\d+)')
 _KEEPALIVE = '{"type":"KEEPALIVE","channel":0}'
@@ -182,13 +190,25 @@ class _ReplayTransport:
             record = self._held
             if record is not None:
                 return await self._play(record)
+            end = self._recorded_end()
             if self._replay._more_connections():
+                if end is not None:
+                    await trio.sleep_until(end)
                 raise ConnectionClosedError(f"recorded connection {self._conn} ended")
             self._idle = True
         self._replay.finished.set()
         while not self._replies:
             await self._wait_for_client()
         return self._replies.pop(0)
+
+    def _recorded_end(self) -> float | None:
+        """In recorded time, when this connection ends (see the module's docstring)."""
+        close = self._replay._peek()
+        speed = self._replay.speed
+        if speed is None or close is None or close["k"] != "close" or close["c"] != self._conn:
+            return None
+        end: float = self._start + (close["t"] - self._t0) / 1e9 / speed
+        return end + CLIENT_CLOSE_GRACE if close.get("by") == "client" else end
 
     async def _play(self, record: dict[str, Any]) -> str | bytes:
         frame = frame_of(record)
