@@ -30,7 +30,7 @@ from trio_dxlink._exceptions import RemoteProtocolError
 from trio_dxlink._router import _py_fan_out, _py_route
 from trio_dxlink._subscription import _CANCEL_CHECK_MASK, _PyCursor
 from trio_dxlink.events import EVENT_TYPES, Event
-from trio_dxlink.testing import DXLinkServer
+from trio_dxlink.testing import ServerConfig, open_dxlink_server
 
 from .test_properties import layouts
 
@@ -337,7 +337,7 @@ def cursors() -> list[Any]:
 
 
 @pytest.mark.parametrize("Cursor", cursors(), ids=lambda c: c.__module__)
-async def test_cursor_takes_the_slow_path_every_64th_event_and_at_the_end(Cursor: Any) -> None:
+async def test_cursor_takes_the_slow_path_every_256th_event_and_at_the_end(Cursor: Any) -> None:
     slow_calls: list[int] = []
 
     async def slow() -> Any:
@@ -349,11 +349,11 @@ async def test_cursor_takes_the_slow_path_every_64th_event_and_at_the_end(Cursor
         raise StopAsyncIteration
 
     cursor = Cursor(slow)
-    cursor.ready = list(range(200))
+    cursor.ready = list(range(600))
     got = [x async for x in cursor]
-    assert got == list(range(200))
+    assert got == list(range(600))
     mask = _CANCEL_CHECK_MASK
-    assert slow_calls == [i for i in range(200) if i & mask == mask] + [200]
+    assert slow_calls == [i for i in range(600) if i & mask == mask] + [600] == [255, 511, 600]
 
 
 @pytest.mark.parametrize("Cursor", cursors(), ids=lambda c: c.__module__)
@@ -439,26 +439,28 @@ def test_cursor_checks_what_it_is_given() -> None:
     assert cursor.__anext__() is None
 
 
-async def test_a_consumer_cancelled_at_a_check_loses_no_event(server: DXLinkServer) -> None:
-    """The cancellation check every 64 events comes before the event is taken."""
+async def test_a_consumer_cancelled_at_a_check_loses_no_event() -> None:
+    """The cancellation check every 256 events comes before the event is taken."""
+    config = ServerConfig(simulate=False, max_events_per_message=1000)  # 300 events, one frame
     async with (
-        open_dxlink(server.url) as feed,
+        open_dxlink_server(config=config, in_memory=True) as server,
+        open_dxlink(server.url, connector=server.connector()) as feed,
         feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
     ):
         with trio.fail_after(5):
             await server.wait_for(lambda: ("Quote", "SPY") in server.subscriptions())
-        server.publish(*(Quote("SPY", bid_price=float(i)) for i in range(100)))  # one frame
+        server.publish(*(Quote("SPY", bid_price=float(i)) for i in range(300)))  # one frame
         seen: list[float] = []
         with trio.CancelScope() as scope:
             async for quote in rx:
                 seen.append(quote.bid_price)
                 if len(seen) == 10:
-                    scope.cancel()  # noticed at the next check, at index 63
+                    scope.cancel()  # noticed at the next check, at index 255
         assert scope.cancelled_caught
-        assert seen == [float(i) for i in range(63)]
-        assert (await rx.receive()).bid_price == 63.0
+        assert seen == [float(i) for i in range(255)]
+        assert (await rx.receive()).bid_price == 255.0
         rest = [q.bid_price for q in await rx.receive_batch()]
-        assert rest == [float(i) for i in range(64, 100)]
+        assert rest == [float(i) for i in range(256, 300)]
 
 
 def test_the_choice_follows_the_environment() -> None:

@@ -13,7 +13,7 @@
  *              which raises the detailed error. So the two can never disagree on what is valid.
  *
  * Cursor       the iterator behind `async for event in subscription`: while the current batch
- *              has events it hands them out without creating a coroutine per event; every 64th
+ *              has events it hands them out without creating a coroutine per event; every 256th
  *              event, and whenever the batch is used up, it calls back into Python (which checks
  *              for cancellation, or waits for the next batch).
  *
@@ -461,8 +461,8 @@ typedef struct {
     PyObject *spare; /* the last Ready handed out, reused once nobody else holds it */
 } Cursor;
 
-/* within a batch, every 64th event goes through `slow` (a cancellation check) */
-#define CANCEL_CHECK_MASK 63
+/* within a batch, every 256th event goes through `slow` (a cancellation check) */
+#define CANCEL_CHECK_MASK 255
 
 /* The next event, if the fast path can serve it: a new reference, or NULL (no error set). */
 static PyObject *

@@ -8,7 +8,7 @@ Delivery is batched. The connection's reader decodes a whole FEED_DATA message a
 handle its share in one synchronous call (:meth:`Subscription._push`), which never blocks and never
 waits for the consumer. The consumer takes whole batches off the buffer and iterates them locally,
 so ``async for event in rx`` costs no scheduler round-trip per event: it is a full checkpoint
-once per batch and a cancellation point (``trio.lowlevel.checkpoint_if_cancelled``) every 64
+once per batch and a cancellation point (``trio.lowlevel.checkpoint_if_cancelled``) every 256
 events within one, which keeps a cancelled consumer responsive without paying ~0.6 µs per event.
 
 Why not a plain trio memory channel? A memory channel either blocks its sender (here: the socket
@@ -61,15 +61,15 @@ E = TypeVar("E", bound=Event)
 
 DEFAULT_MAX_BUFFER = 25_000
 
-_CANCEL_CHECK_MASK = 63
-"""Within a batch, iteration is a cancellation point every 64 events (it costs ~0.6 µs)."""
+_CANCEL_CHECK_MASK = 255
+"""Within a batch, iteration is a cancellation point every 256 events (it costs ~0.6 µs)."""
 
 
 class _PyCursor:
     """The consumer's position in the batch being iterated, and ``async for``'s iterator.
 
     ``__anext__`` hands out the next event of ``ready`` directly, and calls ``slow`` (the
-    subscription's ``_next_slow``) every 64th event and when the batch is used up. The event is
+    subscription's ``_next_slow``) every 256th event and when the batch is used up. The event is
     taken when the awaitable is awaited, so an ``__anext__()`` that is never awaited takes
     nothing. ``trio_dxlink._speedups.Cursor`` is the same thing in C, with no coroutine per
     event.
@@ -310,7 +310,7 @@ class Subscription(trio.abc.ReceiveChannel[E], Generic[E]):
         return await self._cursor.__anext__()  # type: ignore[no-any-return]
 
     async def _next_slow(self) -> E:
-        # The cursor's slow path: a cancellation point every 64 events, or the next batch.
+        # The cursor's slow path: a cancellation point every 256 events, or the next batch.
         cursor = self._cursor
         pos = cursor.pos
         ready = cursor.ready
