@@ -1,6 +1,6 @@
 """End-to-end benchmarks of trio_dxlink against a local blast server: throughput, latency, memory.
 
-Run ``python benchmarks/bench_throughput.py`` (everything, under 3 minutes) or ``--quick``
+Run ``python benchmarks/bench_throughput.py`` (everything, about 4 minutes) or ``--quick``
 (short versions, the default transport only, about 30 s); ``--throughput``, ``--latency`` and ``--memory`` pick sections. The
 output is a Markdown "Performance" section for the README. Figures are printed, never asserted:
 each target is shown next to its figure with whether it was met.
@@ -1114,7 +1114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, help="measuring time for latency (default 5)")
     p.add_argument("--warmup", type=float, help="warm-up before measuring (default 1)")
     p.add_argument("--stall", type=float, help="stalled-consumer time per policy (default 30)")
-    p.add_argument("--rounds", type=int, help="interleaved throughput runs (default 2)")
+    p.add_argument("--rounds", type=int, help="interleaved throughput runs (default 4; 1 with --quick)")
     p.add_argument(
         "--symbols", type=int, default=2_000, help="symbols for throughput/latency/stall"
     )
@@ -1148,7 +1148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.warmup is None:
         args.warmup = 0.5 if quick else 1.0
     if args.rounds is None:
-        args.rounds = 1 if quick else 2
+        args.rounds = 1 if quick else 4
     if args.stall is None:
         args.stall = 3.0 if quick else 30.0
     return args
