@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -29,7 +29,7 @@ from trio_dxlink._codec import Kind, _c_row_decoder, _py_row_decoder, field_kind
 from trio_dxlink._exceptions import RemoteProtocolError
 from trio_dxlink._router import _py_fan_out, _py_route
 from trio_dxlink._subscription import _CANCEL_CHECK_MASK, _PyCursor
-from trio_dxlink.events import EVENT_TYPES, Event
+from trio_dxlink.events import EVENT_TYPES, Event, event_type
 from trio_dxlink.testing import ServerConfig, open_dxlink_server
 
 from .test_properties import layouts
@@ -491,3 +491,32 @@ def test_a_module_built_from_other_sources_is_refused(monkeypatch: pytest.Monkey
         assert _accel._load() is None
     stale.API_VERSION = _accel.API_VERSION  # type: ignore[attr-defined]
     assert _accel._load() is stale
+
+
+@event_type("FinalizedNote")
+class FinalizedNote(Event):
+    """A declared type with a finalizer: it keeps CPython's deallocator, and the C decoder."""
+
+    event_symbol: str
+    event_time: int = 0
+    priority: int = 0
+    FINALIZED: ClassVar[list[str]] = []
+
+    def __del__(self) -> None:
+        FinalizedNote.FINALIZED.append(self.event_symbol)
+
+
+@needs_speedups
+def test_an_event_type_with_a_finalizer_keeps_the_c_decoder_and_its_finalizer() -> None:
+    assert speedups is not None
+    fast = _c_row_decoder(FinalizedNote, ("eventSymbol", "priority"))  # refuses no class
+    decode = c_row_decoder(FinalizedNote, ("eventSymbol", "priority"))
+    assert fast(["A", 1]) is not None  # a C decoder was built (it returns None only on bad rows)
+    with pytest.raises(TypeError, match="object slots only"):
+        speedups.use_slot_dealloc(FinalizedNote)
+    FinalizedNote.FINALIZED.clear()
+    events = decode(["A", 1, "B", 2])
+    assert [e.priority for e in events] == [1, 2]
+    del events
+    gc.collect()
+    assert sorted(FinalizedNote.FINALIZED) == ["A", "B"]

@@ -28,6 +28,7 @@ type, field and value.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import linecache
 import logging
@@ -473,8 +474,10 @@ def _c_row_decoder(cls: type[Event], layout: tuple[str, ...]) -> Any:
     filled = set(plan.values())
     defaults = [(slots[name], _default(cls, name)) for name in kinds if name not in filled]
     decoder = speedups.RowDecoder(cls, len(layout), columns, defaults)
-    # Freeing events is as hot as making them: clear their slots directly (same result).
-    speedups.use_slot_dealloc(cls)
+    # Freeing events is as hot as making them: clear their slots directly (same result). A class
+    # that needs more (a finalizer, say) keeps CPython's deallocator.
+    with contextlib.suppress(TypeError):
+        speedups.use_slot_dealloc(cls)
     return decoder
 
 

@@ -58,15 +58,16 @@ def _py_route(
 ) -> list[Event] | None:
     """Record each routed event as its route's latest; ``None`` if every symbol is routed,
     else the routed events. (``trio_dxlink._speedups.route`` does the same in one C pass.)"""
-    kept: list[Event] | None = None
-    for i, (symbol, event) in enumerate(zip(symbols, events, strict=True)):
-        route = table.get(symbol)
+    routes = list(map(table.get, symbols))
+    if None not in routes:  # the common case: every symbol is routed
+        for route, event in zip(routes, events, strict=True):
+            route[0] = event  # type: ignore[index]
+        return None
+    kept: list[Event] = []
+    for route, event in zip(routes, events, strict=True):
         if route is not None:
             route[0] = event
-            if kept is not None:
-                kept.append(event)
-        elif kept is None:
-            kept = events[:i]
+            kept.append(event)
     return kept
 
 
@@ -178,7 +179,8 @@ class Router:
 
     def latest(self, event_type: str, symbol: str) -> Event | None:
         """The last event routed for ``symbol``, while some handle wants it: from the type's
-        ordinary channel (every field) if it has one, else from any channel of the type."""
+        ordinary channel (every field) if it has one, else from the first of the type's other
+        channels (projections, other periods) that has one, in the order they were opened."""
         route = self._routes.get(ChannelKey(event_type), {}).get(symbol)
         if route is not None and route[0] is not None:
             return route[0]  # type: ignore[no-any-return]
@@ -225,6 +227,7 @@ class Router:
     def _route_each(self, table: dict[str, Route], events: list[Event]) -> None:
         # The general case: wildcard handles, or handles filtering by order source.
         wild = table.get("*")
+        wild_handles = [] if wild is None else wild[1:]  # wildcard handles see every symbol
         per_handle: dict[Receiver, list[Event]] = {}
         unrouted = 0
         for event in events:
@@ -233,10 +236,11 @@ class Router:
                 if wild is None:
                     unrouted += 1
                     continue
-                route = wild  # its item 0 stays None: "*" has no latest event
+                route, handles = wild, wild_handles  # "*" has no latest event of its own
             else:
                 route[0] = event
-            for handle in route[1:]:
+                handles = route[1:]
+            for handle in handles:
                 if handle.source is not None and getattr(event, "source", None) != handle.source:
                     continue
                 bucket = per_handle.get(handle)
@@ -245,8 +249,8 @@ class Router:
                 else:
                     bucket.append(event)
             if wild is not None and route is not wild:
-                for handle in wild[1:]:  # wildcard handles see every symbol
-                    if handle not in route[1:]:
+                for handle in wild_handles:
+                    if handle not in handles:
                         per_handle.setdefault(handle, []).append(event)
         self.unrouted += unrouted
         for handle, bucket in per_handle.items():

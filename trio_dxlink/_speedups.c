@@ -902,6 +902,16 @@ fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static void slot_dealloc(PyObject *self);
 
+/* The deallocator CPython gives every class defined in Python (its subtype_dealloc), read from a
+ * class made at import: only a class that still has it (or ours) is given ours. */
+static destructor python_class_dealloc;
+
+static int
+deallocated_by_python_or_us(PyTypeObject *t)
+{
+    return t->tp_dealloc == python_class_dealloc || t->tp_dealloc == slot_dealloc;
+}
+
 static void
 slot_dealloc(PyObject *self)
 {
@@ -950,7 +960,8 @@ static PyObject *
 use_slot_dealloc(PyObject *module, PyObject *cls)
 {
     if (!PyType_Check(cls) || !instantiable_plainly((PyTypeObject *)cls) ||
-        !PyType_IS_GC((PyTypeObject *)cls) || !only_object_slots((PyTypeObject *)cls)) {
+        !PyType_IS_GC((PyTypeObject *)cls) || !deallocated_by_python_or_us((PyTypeObject *)cls) ||
+        !only_object_slots((PyTypeObject *)cls)) {
         PyErr_Format(PyExc_TypeError,
                      "%R is not a class of object slots only (no __dict__, no __weakref__, no "
                      "finalizer)",
@@ -958,10 +969,13 @@ use_slot_dealloc(PyObject *module, PyObject *cls)
         return NULL;
     }
     /* The bases of the same size get it too (the slot-holding base of an event class): CPython
-     * lets an instance's __class__ change only between classes whose deallocators agree. */
+     * lets an instance's __class__ change only between classes whose deallocators agree.
+     * (A class with __del__ is refused and keeps CPython's deallocator; a __del__ added to the
+     * class after this would not run when an instance is freed by its reference count.) */
     PyTypeObject *type = (PyTypeObject *)cls;
     for (PyTypeObject *t = type; t != &PyBaseObject_Type && (t->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
-                                 t->tp_basicsize == type->tp_basicsize;
+                                 t->tp_basicsize == type->tp_basicsize &&
+                                 deallocated_by_python_or_us(t);
          t = t->tp_base) {
         t->tp_dealloc = slot_dealloc;
     }
@@ -1004,6 +1018,15 @@ PyInit__speedups(void)
         if (float_nan == NULL || float_inf == NULL || float_neg_inf == NULL) {
             return NULL;
         }
+    }
+    if (python_class_dealloc == NULL) {
+        PyObject *probe = PyObject_CallFunction((PyObject *)&PyType_Type, "s()N", "_probe",
+                                                PyDict_New());
+        if (probe == NULL) {
+            return NULL;
+        }
+        python_class_dealloc = ((PyTypeObject *)probe)->tp_dealloc;
+        Py_DECREF(probe);
     }
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL) {
