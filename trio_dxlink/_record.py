@@ -42,13 +42,14 @@ log = logging.getLogger("trio_dxlink.record")
 
 DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
 
-FLUSH_INTERVAL = 0.05
+FLUSH_INTERVAL = 0.1
 """Seconds the writer lets lines gather before it writes them (unless ``FLUSH_BYTES`` wait
 sooner): one worker-thread write per batch, not per frame. Shorter batches cost more hand-overs
 to the thread, much longer ones more memory faulted in and freed (measured in
 ``benchmarks/README.md``)."""
-FLUSH_BYTES = 1024 * 1024
-"""Characters of frame text that make the writer write at once."""
+FLUSH_BYTES = 8 * 1024 * 1024
+"""Characters of frame text that make the writer write at once (or half of
+``max_buffer_bytes``, if that is smaller)."""
 
 _Payload: TypeAlias = str | bytes | int | tuple[str, str]
 """A record's frame / url / count of dropped frames / (reason, by)."""
@@ -78,6 +79,7 @@ class Recorder:
     def __init__(self, path: str | os.PathLike[str], max_buffer_bytes: int) -> None:
         self.path = os.fspath(path)
         self._max_buffer = max_buffer_bytes
+        self._flush_bytes = min(FLUSH_BYTES, max(1, max_buffer_bytes // 2))
         self._pending = bytearray()
         """The lines waiting for the writer, already encoded."""
         self._pending_bytes = 0
@@ -143,7 +145,7 @@ class Recorder:
             self._pending += _record_line(kind, conn, self._now(), payload)
         self._pending_bytes += size
         self._wakeup.set()
-        if self._pending_bytes >= FLUSH_BYTES:
+        if self._pending_bytes >= self._flush_bytes:
             self._batch_full.set()
 
     def frame(self, conn: int, kind: str, frame: str | bytes) -> None:
