@@ -10,7 +10,7 @@ thread, which only writes it (or compresses and writes it): the thread holds the
 Python work. When more than ``max_buffer_bytes`` of frames wait, further frames are dropped,
 counted (:attr:`RecorderStatistics.dropped`), logged and marked in the file.
 
-What this costs the delivered rate, and why the batch is 50 ms: ``benchmarks/README.md``.
+What this costs the delivered rate, and why the batch is 100 ms: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
