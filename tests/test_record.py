@@ -4,6 +4,7 @@ spacing under a MockClock, the manifest, and counted drops when the disk falls b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -242,3 +243,41 @@ async def test_bad_recordings_are_recording_errors(tmp_path: Path) -> None:
         read_manifest(cut)
     with pytest.raises(ValueError, match="speed"):
         Replay(cut, speed=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+async def test_a_recording_to_a_pipe_is_written_whole(tmp_path: Path) -> None:
+    # not a regular file: the page-cache advice fails (ESPIPE) and the recorder just writes
+    path = tmp_path / "fifo.dxrec"
+    os.mkfifo(path)
+    received: list[bytes] = []
+
+    def drain() -> None:
+        with open(path, "rb") as fifo:
+            received.append(fifo.read())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, drain)
+        async with (
+            open_dxlink_server(
+                config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+            ) as server,
+            open_dxlink(server.url, TOKEN, connector=server.connector(), record=path) as feed,
+            feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
+        ):
+            await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
+            for i in range(1, 4):
+                server.publish(Quote("SPY", bid_price=i))
+            live = await _receive_until(rx, 3)
+    assert TOKEN.encode() not in received[0]
+    copy = tmp_path / "copy.dxrec"
+    copy.write_bytes(received[0])
+    assert read_manifest(copy)["frames"] > 0
+    with Replay(copy) as replay, trio.fail_after(30):
+        async with (
+            open_dxlink(replay.url, replay.token, connector=replay.connector()) as feed,
+            feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
+        ):
+            replayed = await _receive_until(rx, 3)
+    assert [q.bid_price for q in replayed][-3:] == [1.0, 2.0, 3.0]
+    assert _wire(replayed) == _wire(live)

@@ -17,7 +17,7 @@ from types import ModuleType
 
 __all__ = ["API_VERSION", "speedups"]
 
-API_VERSION = 4
+API_VERSION = 5
 """The ``API_VERSION`` of the ``_speedups`` module this Python code was written against."""
 
 

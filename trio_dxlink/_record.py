@@ -1,14 +1,14 @@
 """Recording a feed's connections at the transport seam (the format: ``_recording.py``).
 
 :func:`open_recorder` opens a file and a writer task; :meth:`Recorder.connector` wraps any
-:data:`~trio_dxlink.Connector` so every frame sent and received is queued for it. Queuing appends
-the frame's line to a buffer, never waiting for the disk: a text frame's line is its text with a
-fixed prefix (``append_frame_line``: no JSON encoding, copied while the frame is fresh in the
-cache, and the frame itself is not kept). The writer task lets lines gather for
-``FLUSH_INTERVAL`` (or until ``FLUSH_BYTES`` of frames wait), then hands the buffer to a worker
-thread, which only writes it (or compresses and writes it): the thread holds the GIL for no
-Python work. When more than ``max_buffer_bytes`` of frames wait, further frames are dropped,
-counted (:attr:`RecorderStatistics.dropped`), logged and marked in the file.
+:data:`~trio_dxlink.Connector` so every frame sent and received is queued for it. Queuing never
+waits for the disk and copies nothing: a text frame's line is its text between a fixed prefix
+and suffix (``frame_line``: no JSON encoding), queued as those three pieces, the frame's own
+string among them. The writer task lets lines gather for ``FLUSH_INTERVAL`` (or until
+``FLUSH_BYTES`` of frames wait), then hands the batch to a worker thread, which writes it in one
+call that does not hold the GIL (see ``_Sink``). When more than ``max_buffer_bytes`` of frames
+wait, further frames are dropped, counted (:attr:`RecorderStatistics.dropped`), logged and
+marked in the file.
 
 What this costs the delivered rate, and why the batch is 100 ms: ``benchmarks/README.md``.
 """
@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import IO, Any, TypeAlias
@@ -28,8 +29,9 @@ import attrs
 import orjson
 import trio
 
+from ._accel import speedups
 from ._exceptions import RecordingError
-from ._recording import FORMAT, REDACTED, VERSION, _zstd, append_frame_line, safe_url
+from ._recording import FORMAT, REDACTED, VERSION, _zstd, frame_line, safe_url
 from ._transport import Connector, Transport
 from ._util import unwrap_group
 
@@ -50,6 +52,13 @@ to the thread, much longer ones more memory faulted in and freed (measured in
 FLUSH_BYTES = 8 * 1024 * 1024
 """Characters of frame text that make the writer write at once (or half of
 ``max_buffer_bytes``, if that is smaller)."""
+ZSTD_LEVEL = 3
+"""The zstd compression level of compressed recordings."""
+ZSTD_WRITE_SIZE = 1024 * 1024
+"""Bytes of compressed output the zstd writer gathers before it writes them to the file."""
+_CACHED_BATCHES = 3
+"""Written batches, besides the newest, that the sink advises the kernel to drop from its page
+cache once they are on disk."""
 
 _Payload: TypeAlias = str | bytes | int | tuple[str, str]
 """A record's frame / url / count of dropped frames / (reason, by)."""
@@ -80,8 +89,8 @@ class Recorder:
         self.path = os.fspath(path)
         self._max_buffer = max_buffer_bytes
         self._flush_bytes = min(FLUSH_BYTES, max(1, max_buffer_bytes // 2))
-        self._pending = bytearray()
-        """The lines waiting for the writer, already encoded."""
+        self._pending: list[bytes | str] = []
+        """The lines waiting for the writer, in pieces (a frame's text is one of them)."""
         self._pending_bytes = 0
         """Characters of frame text in ``_pending`` (what ``max_buffer_bytes`` bounds)."""
         self._wakeup = trio.Event()
@@ -140,9 +149,9 @@ class Recorder:
 
     def _queue(self, kind: str, conn: int, payload: _Payload, size: int) -> None:
         if kind in ("in", "out") and isinstance(payload, str):
-            append_frame_line(self._pending, kind, conn, self._now(), payload)
+            self._pending += frame_line(kind, conn, self._now(), payload)
         else:
-            self._pending += _record_line(kind, conn, self._now(), payload)
+            self._pending.append(_record_line(kind, conn, self._now(), payload))
         self._pending_bytes += size
         self._wakeup.set()
         if self._pending_bytes >= self._flush_bytes:
@@ -233,7 +242,7 @@ class Recorder:
         """Write what is queued. The queued frames count against the buffer until written."""
         self._wakeup = trio.Event()
         self._batch_full = trio.Event()
-        data, self._pending = self._pending, bytearray()
+        data, self._pending = self._pending, []
         size = self._pending_bytes
         if not data:
             return
@@ -314,30 +323,85 @@ def _ending(exc: BaseException) -> str:
 
 
 class _Sink:
-    """The file side, used from a worker thread: writes blocks of encoded lines (through a
-    zstd compressor if asked)."""
+    """The file side, used from a worker thread: writes batches of line pieces (through a zstd
+    compressor if asked), and lets the kernel drop what is written from its page cache.
+
+    Each batch is one call that runs without the GIL (``write_text``: ``writev`` of the pieces;
+    compressed: ``join_text``, then zstd), so the worker thread seldom needs the GIL the event
+    loop's thread holds. A recording is written once and read, if ever, later: after each
+    batch the sink advises ``POSIX_FADV_DONTNEED`` over the last ``_CACHED_BATCHES`` batches.
+    The kernel starts writing the newest batch out and frees the pages of older ones already on
+    disk (it never drops dirty pages), so a day-long recording does not crowd other files out
+    of the page cache, and new batches fill pages freed a moment ago, which costs a fraction of
+    filling pages the kernel has not used for a while (``benchmarks/README.md``, "Recording").
+    Where there is no ``posix_fadvise`` (macOS, Windows) or the file is not a regular file, the
+    sink only writes.
+    """
 
     def __init__(self, path: str, compress: bool) -> None:
         try:
-            self._raw: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by close()
+            self._raw: IO[bytes] = open(path, "wb", buffering=0)  # noqa: SIM115 - see close()
         except OSError as exc:
             raise RecordingError(f"cannot write recording {path!r}: {exc}") from exc
-        self._out: Any = self._raw
+        self._fd = self._raw.fileno()
+        self._zstd: Any = None
         if compress:
-            self._out = _zstd().ZstdCompressor(level=3).stream_writer(self._raw, closefd=False)
+            self._zstd = (
+                _zstd()
+                .ZstdCompressor(level=ZSTD_LEVEL)
+                .stream_writer(self._raw, closefd=False, write_size=ZSTD_WRITE_SIZE)
+            )
+        self._written = 0
+        """Bytes written to the file so far."""
+        self._advise = getattr(os, "posix_fadvise", None)
+        self._batch_ends: deque[int] = deque([0], maxlen=_CACHED_BATCHES + 1)
 
     def write_line(self, record: dict[str, Any]) -> None:
-        self._out.write(orjson.dumps(record) + b"\n")
+        self.write([orjson.dumps(record) + b"\n"])
 
-    def write(self, data: bytearray) -> None:
-        self._out.write(data)
+    def write(self, pieces: list[bytes | str]) -> None:
+        if self._zstd is None:
+            self._written += write_text(self._fd, pieces)
+        else:
+            self._zstd.write(join_text(pieces))
+            self._written = self._zstd.tell()
+        self._release_written()
+
+    def _release_written(self) -> None:
+        if self._advise is None:
+            return
+        start = self._batch_ends[0]
+        self._batch_ends.append(self._written)
+        try:
+            self._advise(self._fd, start, self._written - start, os.POSIX_FADV_DONTNEED)
+        except OSError:  # not a regular file: nothing cached to release
+            self._advise = None
 
     def close(self) -> None:
         try:
-            if self._out is not self._raw:
-                self._out.close()
+            if self._zstd is not None:
+                self._zstd.close()
         finally:
             self._raw.close()
+
+
+def _join_text(pieces: list[bytes | str]) -> bytes:
+    """The pieces as one bytes object, text as UTF-8 (the C twin copies without the GIL)."""
+    return b"".join([piece.encode() if isinstance(piece, str) else piece for piece in pieces])
+
+
+def _write_text(fd: int, pieces: list[bytes | str]) -> int:
+    """Write the pieces to ``fd``, text as UTF-8; the count of bytes written (the C twin
+    writes them with ``writev``, without joining them or holding the GIL)."""
+    data = _join_text(pieces)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
+
+
+join_text = getattr(speedups, "join_text", _join_text)
+write_text = getattr(speedups, "write_text", _write_text)
 
 
 def _library_version() -> str:

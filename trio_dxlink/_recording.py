@@ -62,7 +62,7 @@ from ._exceptions import RecordingError
 __all__ = [
     "FORMAT",
     "VERSION",
-    "append_frame_line",
+    "frame_line",
     "iter_records",
     "open_text",
     "read_manifest",
@@ -82,15 +82,15 @@ _FRAME_LINE = re.compile(r'\{"k":"(in|out)","c":(\d+),"t":(-?\d+),"j":')
 """The fixed start of a ``j`` line (the frame follows, then the closing ``}``)."""
 
 
-def append_frame_line(out: bytearray, kind: str, conn: int, t: int, frame: str) -> None:
-    """Append the line (with its ``\\n``) that records text ``frame`` to ``out`` (see the
-    module's docstring)."""
+def frame_line(kind: str, conn: int, t: int, frame: str) -> tuple[bytes, str, bytes] | tuple[bytes]:
+    """The line (with its ``\\n``) that records text ``frame``, in pieces: joined, with text as
+    UTF-8, they make the line (see the module's docstring). The frame's own text is one of the
+    pieces, not copied."""
     if "\n" in frame or "\r" in frame:
-        out += b'{"k":"%s","c":%d,"t":%d,"f":%s}\n' % (kind.encode(), conn, t, orjson.dumps(frame))
-        return
-    out += b'{"k":"%s","c":%d,"t":%d,"j":' % (kind.encode(), conn, t)
-    out += frame.encode()
-    out += b"}\n"
+        return (
+            b'{"k":"%s","c":%d,"t":%d,"f":%s}\n' % (kind.encode(), conn, t, orjson.dumps(frame)),
+        )
+    return (b'{"k":"%s","c":%d,"t":%d,"j":' % (kind.encode(), conn, t), frame, b"}\n")
 
 
 def safe_url(url: str) -> str:
