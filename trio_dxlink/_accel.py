@@ -2,7 +2,9 @@
 
 The extension is built when trio_dxlink is installed from source with a C compiler at hand. It
 speeds up the per-event steps (COMPACT rows into events, ``async for`` over a subscription, and
-routing a decoded batch to one handle or splitting it among several) and changes nothing else:
+routing a decoded batch to one handle or splitting it among several) and the recorder's batch
+writes (``join_text`` / ``write_text``: without the GIL, see ``_record._Sink``), and changes
+nothing else:
 every result, error and counter is the same without it. Each part stays only while the
 end-to-end benchmark shows its gain (``benchmarks/README.md``).
 Set ``TRIO_DXLINK_NO_SPEEDUPS=1`` in the environment to use the pure-Python code even when the

@@ -329,13 +329,14 @@ class _Sink:
 
     Each batch is one call that runs without the GIL (``write_text``: ``writev`` of the pieces;
     compressed: ``join_text``, then zstd), so the worker thread seldom needs the GIL the event
-    loop's thread holds. A recording is written once and read, if ever, later: after each
+    loop's thread holds. A recording is written once and read, if ever, later: every
     ``_ADVISE_EVERY`` batches the sink advises ``POSIX_FADV_DONTNEED`` over the last ``2 *
     _ADVISE_EVERY``. The kernel starts writing the newest ones out and frees the pages of older
-    ones already on disk (it never drops dirty pages), so a day-long recording does not crowd other files out
-    of the page cache, and new batches fill pages freed a moment ago, which costs a fraction of
-    filling pages the kernel has not used for a while (``benchmarks/README.md``, "Recording").
-    Where there is no ``posix_fadvise`` (macOS, Windows) or the file is not a regular file, the
+    ones already on disk (it never drops dirty pages), so a day-long recording does not crowd
+    other files out of the page cache, and new batches fill pages freed a moment ago, which
+    costs a fraction of filling pages the kernel has not used for a while (``benchmarks/
+    README.md``, "Recording"). Where there is no ``posix_fadvise`` (macOS, Windows) or the file
+    is not a regular file, the
     sink only writes.
     """
 
