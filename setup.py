@@ -12,7 +12,11 @@ from setuptools import Extension, setup
 extensions = []
 if os.environ.get("TRIO_DXLINK_NO_EXTENSIONS", "") in ("", "0"):
     extensions.append(
-        Extension("trio_dxlink._speedups", ["trio_dxlink/_speedups.c"], optional=True)
+        Extension(
+            "trio_dxlink._speedups",
+            ["trio_dxlink/_speedups.c", "trio_dxlink/_speedups_text.c"],
+            optional=True,
+        )
     )
 
 setup(ext_modules=extensions)
