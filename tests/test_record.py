@@ -4,7 +4,10 @@ spacing under a MockClock, the manifest, and counted drops when the disk falls b
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -257,7 +260,8 @@ async def test_a_recording_to_a_pipe_is_written_whole(tmp_path: Path) -> None:
             received.append(fifo.read())
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.to_thread.run_sync, drain)
+        # abandoned if the test fails before the recorder opens the pipe (not left hanging)
+        nursery.start_soon(partial(trio.to_thread.run_sync, drain, abandon_on_cancel=True))
         async with (
             open_dxlink_server(
                 config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
@@ -281,3 +285,66 @@ async def test_a_recording_to_a_pipe_is_written_whole(tmp_path: Path) -> None:
             replayed = await _receive_until(rx, 3)
     assert [q.bid_price for q in replayed][-3:] == [1.0, 2.0, 3.0]
     assert _wire(replayed) == _wire(live)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("target", ["file", "pipe"])
+async def test_the_sink_writes_every_batch_whole(
+    tmp_path: Path, compress: bool, target: str
+) -> None:
+    # enough batches for the page-cache advice to run (a pipe refuses it: the sink goes on)
+    from trio_dxlink._record import _ADVISE_EVERY, _Sink
+
+    path = tmp_path / "out.dxrec"
+    batches: list[list[bytes | str]] = [
+        [
+            b'{"k":"in","c":1,"t":%d,"j":' % i,
+            '{"type":"KEEPALIVE","x":"%s"}' % ("é" * i * 999),
+            b"}\n",
+        ]
+        for i in range(3 * _ADVISE_EVERY)
+    ]
+    expected = b"".join(p.encode() if isinstance(p, str) else p for b in batches for p in b)
+    received: list[bytes] = []
+
+    def write_all() -> _Sink:
+        sink = _Sink(str(path), compress)
+        try:
+            for batch in batches:
+                sink.write(batch)
+        finally:
+            sink.close()
+        return sink
+
+    def drain() -> None:
+        with open(path, "rb") as fifo:
+            received.append(fifo.read())
+
+    if target == "pipe":
+        os.mkfifo(path)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            if target == "pipe":
+                nursery.start_soon(partial(trio.to_thread.run_sync, drain, abandon_on_cancel=True))
+            sink = await trio.to_thread.run_sync(write_all, abandon_on_cancel=True)
+    data = received[0] if target == "pipe" else path.read_bytes()
+    if compress:
+        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    assert data == expected
+    if target == "pipe" or not hasattr(os, "posix_fadvise"):
+        assert sink._advise is None
+    else:
+        assert sink._advise is not None
+
+
+async def test_a_frame_that_is_not_unicode_is_kept_as_bytes(tmp_path: Path) -> None:
+    # a lone surrogate cannot be written as UTF-8 (a transport of the user's could hand one over)
+    path = tmp_path / "s.dxrec"
+    async with open_recorder(path) as recorder:
+        conn = recorder._open("ws://127.0.0.1:1/")
+        recorder.frame(conn, "in", '{"type":"KEEPALIVE","x":"\udc80"}')
+        recorder.frame(conn, "in", '{"type":"KEEPALIVE","x":"é"}')
+    frames = [r for r in iter_records(path) if r["k"] == "in"]
+    lone = '{"type":"KEEPALIVE","x":"\udc80"}'
+    assert base64.b64decode(frames[0]["b"]) == lone.encode("utf-8", "surrogatepass")
+    assert frames[1]["f"] == '{"type":"KEEPALIVE","x":"é"}'

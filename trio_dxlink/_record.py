@@ -16,6 +16,8 @@ What this costs the delivered rate, and why the batch is 100 ms: ``benchmarks/RE
 from __future__ import annotations
 
 import base64
+import errno
+import io
 import logging
 import os
 import sys
@@ -56,7 +58,7 @@ ZSTD_LEVEL = 1
 """The zstd compression level of compressed recordings: on recorded quotes, level 1 compresses
 as well as zstd's default (3; 7.7:1 against 7.8:1) in four fifths of the time."""
 ZSTD_WRITE_SIZE = 1024 * 1024
-"""Bytes of compressed output the zstd writer gathers before it writes them to the file."""
+"""Bytes of compressed output gathered before they are written to the file."""
 _ADVISE_EVERY = 4
 """Batches between two page-cache advices of the sink; each covers the last ``2 *
 _ADVISE_EVERY`` batches (the older half is on disk by then, and dropped)."""
@@ -171,6 +173,9 @@ class Recorder:
             for lost_conn, count in self._unmarked_drops.items():
                 self._queue("dropped", lost_conn, count, 0)
             self._unmarked_drops.clear()
+        if isinstance(frame, str) and not frame.isascii() and not _is_unicode(frame):
+            # lone surrogates (from a transport of the user's): kept exactly, as a binary frame
+            frame = frame.encode("utf-8", "surrogatepass")
         if isinstance(frame, str) and (kind == "out" or "FEED_DATA" not in frame[:64]):
             frame = self._inspect(conn, frame)  # control frames: few and small
         self._frames += 1
@@ -236,7 +241,7 @@ class Recorder:
                 await self._batch_full.wait()
             try:
                 await self._flush(sink)
-            except OSError as exc:
+            except (OSError, UnicodeError) as exc:
                 raise RecordingError(f"cannot write recording {self.path!r}: {exc}") from exc
 
     async def _flush(self, sink: _Sink) -> None:
@@ -347,12 +352,12 @@ class _Sink:
             raise RecordingError(f"cannot write recording {path!r}: {exc}") from exc
         self._fd = self._raw.fileno()
         self._zstd: Any = None
+        self._buffered: io.BufferedWriter | None = None
         if compress:
-            self._zstd = (
-                _zstd()
-                .ZstdCompressor(level=ZSTD_LEVEL)
-                .stream_writer(self._raw, closefd=False, write_size=ZSTD_WRITE_SIZE)
-            )
+            # the zstd writer ignores a short write's count: a buffered file writes it all
+            self._buffered = io.BufferedWriter(self._raw, buffer_size=ZSTD_WRITE_SIZE)
+            compressor = _zstd().ZstdCompressor(level=ZSTD_LEVEL)
+            self._zstd = compressor.stream_writer(self._buffered, closefd=False)
         self._written = 0
         """Bytes written to the file so far."""
         self._advise = getattr(os, "posix_fadvise", None)
@@ -385,8 +390,19 @@ class _Sink:
         try:
             if self._zstd is not None:
                 self._zstd.close()
+            if self._buffered is not None:
+                self._buffered.flush()
         finally:
             self._raw.close()
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _join_text(pieces: list[bytes | str]) -> bytes:
@@ -400,7 +416,10 @@ def _write_text(fd: int, pieces: list[bytes | str]) -> int:
     data = _join_text(pieces)
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.write(fd, view)
+        if not written:
+            raise OSError(errno.EIO, "write() wrote nothing")
+        view = view[written:]
     return len(data)
 
 

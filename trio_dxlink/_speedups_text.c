@@ -153,12 +153,21 @@ trio_dxlink_write_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     struct iovec *next = iov;
     Py_ssize_t left = n;
     while (left > 0) {
+        if (next->iov_len == 0) { /* an empty piece */
+            next++;
+            left--;
+            continue;
+        }
         ssize_t done_now = writev(fd, next, left > IOV_MAX ? IOV_MAX : (int)left);
         if (done_now < 0) {
             if (errno == EINTR) {
                 continue;
             }
             error = errno;
+            break;
+        }
+        if (done_now == 0) { /* nothing written of a piece that is not empty: never retried */
+            error = EIO;
             break;
         }
         written += done_now;
