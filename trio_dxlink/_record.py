@@ -341,8 +341,7 @@ class _Sink:
     other files out of the page cache, and new batches fill pages freed a moment ago, which
     costs a fraction of filling pages the kernel has not used for a while (``benchmarks/
     README.md``, "Recording"). Where there is no ``posix_fadvise`` (macOS, Windows) or the file
-    is not a regular file, the
-    sink only writes.
+    is not a regular file, the sink only writes.
     """
 
     def __init__(self, path: str, compress: bool) -> None:
