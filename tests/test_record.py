@@ -348,3 +348,19 @@ async def test_a_frame_that_is_not_unicode_is_kept_as_bytes(tmp_path: Path) -> N
     lone = '{"type":"KEEPALIVE","x":"\udc80"}'
     assert base64.b64decode(frames[0]["b"]) == lone.encode("utf-8", "surrogatepass")
     assert frames[1]["f"] == '{"type":"KEEPALIVE","x":"é"}'
+
+
+async def test_small_frames_count_their_line_against_the_buffer(tmp_path: Path) -> None:
+    # a frame is counted as its text plus LINE_ALLOWANCE, so many small frames cannot hold
+    # several times max_buffer_bytes in memory
+    from trio_dxlink._record import LINE_ALLOWANCE
+
+    frame = '{"type":"KEEPALIVE","channel":0}'
+    room = 5 * (len(frame) + LINE_ALLOWANCE)
+    async with open_recorder(tmp_path / "s.dxrec", max_buffer_bytes=room) as recorder:
+        conn = recorder._open("ws://127.0.0.1:1/")
+        for _ in range(8):  # no checkpoint: the writer cannot run in between
+            recorder.frame(conn, "in", frame)
+        stats = recorder.statistics()
+        assert (stats.frames, stats.dropped) == (5, 3)
+        assert stats.bytes == 5 * len(frame)

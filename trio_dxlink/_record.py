@@ -52,13 +52,17 @@ sooner): one worker-thread write per batch, not per frame. Shorter batches cost 
 to the thread, much longer ones more memory faulted in and freed (measured in
 ``benchmarks/README.md``)."""
 FLUSH_BYTES = 8 * 1024 * 1024
-"""Characters of frame text that make the writer write at once (or half of
-``max_buffer_bytes``, if that is smaller)."""
+"""Queued bytes (counted as for ``max_buffer_bytes``) that make the writer write at once (or half
+of ``max_buffer_bytes``, if that is smaller)."""
 ZSTD_LEVEL = 1
 """The zstd compression level of compressed recordings: on recorded quotes, level 1 compresses
 as well as zstd's default (3; 7.7:1 against 7.8:1) in four fifths of the time."""
 ZSTD_WRITE_SIZE = 1024 * 1024
 """Bytes of compressed output gathered before they are written to the file."""
+LINE_ALLOWANCE = 160
+"""Bytes a queued frame is counted for besides its text (against ``max_buffer_bytes``): what its
+line's other pieces, their list slots and the frame string's own header take, so that a feed of
+small frames cannot hold several times the bound."""
 _ADVISE_EVERY = 4
 """Batches between two page-cache advices of the sink; each covers the last ``2 *
 _ADVISE_EVERY`` batches (the older half is on disk by then, and dropped)."""
@@ -95,7 +99,8 @@ class Recorder:
         self._pending: list[bytes | str] = []
         """The lines waiting for the writer, in pieces (a frame's text is one of them)."""
         self._pending_bytes = 0
-        """Characters of frame text in ``_pending`` (what ``max_buffer_bytes`` bounds)."""
+        """What ``_pending`` holds, as ``max_buffer_bytes`` counts it: each frame's text plus
+        ``LINE_ALLOWANCE``."""
         self._wakeup = trio.Event()
         self._batch_full = trio.Event()
         self._t0 = trio.current_time()
@@ -163,7 +168,7 @@ class Recorder:
     def frame(self, conn: int, kind: str, frame: str | bytes) -> None:
         """Record one frame of connection ``conn`` (``kind``: ``"in"`` or ``"out"``)."""
         size = len(frame)
-        if self._pending_bytes + size > self._max_buffer:
+        if self._pending_bytes + size + LINE_ALLOWANCE > self._max_buffer:
             self._dropped += 1
             if conn not in self._unmarked_drops:
                 log.warning("recording to %s fell behind; dropping frames", self.path)
@@ -180,7 +185,7 @@ class Recorder:
             frame = self._inspect(conn, frame)  # control frames: few and small
         self._frames += 1
         self._bytes += size
-        self._queue(kind, conn, frame, size)
+        self._queue(kind, conn, frame, size + LINE_ALLOWANCE)
 
     def _inspect(self, conn: int, frame: str) -> str:
         """Note what the manifest needs from a control frame; redact an AUTH frame's token."""
@@ -442,9 +447,10 @@ async def open_recorder(
     """Record to ``path`` for the duration of the block (format: see ``docs/record-replay.md``).
 
     ``compress``: write one zstd stream (needs ``pip install 'trio-dxlink[zstd]'``); the
-    default compresses when ``path`` ends in ``.zst``. ``max_buffer_bytes``: how much frame text
-    may wait for the disk before frames are dropped (counted and marked in the file). Leaving the
-    block writes what is queued and the manifest, and closes the file.
+    default compresses when ``path`` ends in ``.zst``. ``max_buffer_bytes``: how much may wait for
+    the disk before frames are dropped (counted and marked in the file): each waiting frame counts
+    its text plus ``LINE_ALLOWANCE`` (160) bytes. Leaving the block writes what is queued and the
+    manifest, and closes the file.
     """
     if max_buffer_bytes <= 0:
         raise ValueError(f"max_buffer_bytes must be positive, got {max_buffer_bytes}")
