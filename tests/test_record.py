@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -364,3 +365,63 @@ async def test_small_frames_count_their_line_against_the_buffer(tmp_path: Path) 
         stats = recorder.statistics()
         assert (stats.frames, stats.dropped) == (5, 3)
         assert stats.bytes == 5 * len(frame)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("compress", [False, True])
+async def test_a_full_disk_is_a_recording_error(compress: bool) -> None:
+    # every write fails (ENOSPC): the header, a batch, the compressor's last block at close
+    with pytest.raises(RecordingError, match="No space left"):
+        async with (
+            open_dxlink_server(
+                config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
+            ) as server,
+            open_recorder("/dev/full", compress=compress) as recorder,
+            open_dxlink(server.url, connector=server.connector(), record=recorder) as feed,
+            feed.subscribe(Quote, ["SPY"]) as rx,
+        ):
+            await until(server, lambda: ("Quote", "SPY") in server.subscriptions())
+            server.publish(Quote("SPY", bid_price=1.0))
+            await _receive_until(rx, 1.0)  # (plain: the header's write failed already)
+    # compressed: the failure shows when the compressor's last block is written, at the end
+
+
+_FILE_SIZE_LIMIT_SCRIPT = """
+import resource, signal, sys, trio
+from trio_dxlink import Overflow, Quote, RecordingError, open_dxlink, open_recorder
+from trio_dxlink.testing import ServerConfig, open_dxlink_server
+
+async def main():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+    try:
+        async with (
+            open_dxlink_server(config=ServerConfig(simulate=False), in_memory=True) as server,
+            open_recorder(sys.argv[1]) as recorder,
+            open_dxlink(server.url, connector=server.connector(), record=recorder) as feed,
+            feed.subscribe(Quote, ["SPY"], overflow=Overflow.LOSSLESS) as rx,
+        ):
+            with trio.fail_after(30):
+                for i in range(1, 100_000):
+                    server.publish(Quote("SPY", bid_price=float(i)))
+                    await rx.receive()
+    except RecordingError as exc:
+        print("RecordingError:", exc)
+
+trio.run(main)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX resource limits")
+async def test_a_disk_that_fills_mid_recording_ends_the_block_with_a_recording_error(
+    tmp_path: Path,
+) -> None:
+    result = await trio.run_process(
+        [sys.executable, "-c", _FILE_SIZE_LIMIT_SCRIPT, str(tmp_path / "s.dxrec")],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"RecordingError: cannot write recording" in result.stdout
+    assert b"File too large" in result.stdout

@@ -21,6 +21,7 @@ from trio_dxlink import (
     iter_records,
     open_dxlink,
     open_recorder,
+    read_manifest,
 )
 from trio_dxlink._recording import frame_of
 from trio_dxlink._transport import Transport
@@ -125,3 +126,85 @@ def test_a_cut_frame_line_and_unknown_versions_are_recording_errors(tmp_path: Pa
     future.write_text(header.replace('"version":2', '"version":3'))
     with pytest.raises(RecordingError, match=r"not a trio_dxlink recording \(versions 1, 2\)"):
         list(iter_records(future))
+
+
+# --- damaged files: a RecordingError naming what is wrong, never another exception ---
+
+_HEADER = '{"k":"header","format":"trio-dxlink-recording","version":2,"started_ns":0}'
+_OPEN = '{"k":"open","c":1,"t":0,"url":"ws://127.0.0.1:1/"}'
+_FRAME = '{"k":"in","c":1,"t":5,"j":{"type":"KEEPALIVE","channel":0}}'
+_CLOSE = '{"k":"close","c":1,"t":9,"reason":"closed","by":"client"}'
+_MANIFEST = (
+    '{"k":"manifest","format":"trio-dxlink-recording","version":2,"started_ns":0,'
+    '"connections":{"1":{"url":"ws://127.0.0.1:1/","channels":{}}}}'
+)
+_GOOD = [_HEADER, _OPEN, _FRAME, _CLOSE, _MANIFEST]
+
+
+def _lines(*replace: tuple[int, str]) -> bytes:
+    lines = list(_GOOD)
+    for index, line in replace:
+        lines[index] = line
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(write_checksum=True).compress(data)
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    out = bytearray(data)
+    out[at] ^= 0x10
+    return bytes(out)
+
+
+DAMAGED: dict[str, bytes] = {
+    "empty": b"",
+    "blank first line": b"\n" + _lines(),
+    "binary garbage": b"\xff\xfe\x00garbage\x80\n" * 3,
+    "zstd magic, then garbage": b"\x28\xb5\x2f\xfd" + b"\x13garbage" * 10,
+    "zstd, a byte flipped": _flipped(_zstd(_lines() * 20), -3),
+    "zstd, cut in half": _zstd(_lines() * 20)[: len(_zstd(_lines() * 20)) // 2],
+    "not UTF-8 in a frame": _lines((2, '{"k":"in","c":1,"t":5,"j":{"x":"\xff"}}')).replace(
+        b"\xc3\xbf", b"\xff"
+    ),
+    "open with no url": _lines((1, '{"k":"open","c":1,"t":0}')),
+    "connection not an integer": _lines((2, '{"k":"in","c":"1","t":5,"f":"x"}')),
+    "time a string": _lines((2, '{"k":"in","c":1,"t":"5","f":"x"}')),
+    "time too large": _lines((2, '{"k":"in","c":1,"t":4611686018427387904,"f":"x"}')),
+    "frame text a number": _lines((2, '{"k":"in","c":1,"t":5,"f":123}')),
+    "frame with no text": _lines((2, '{"k":"in","c":1,"t":5}')),
+    "bad base64": _lines((2, '{"k":"in","c":1,"t":5,"b":"%%%"}')),
+    "dropped count a string": _lines((2, '{"k":"dropped","c":1,"t":5,"count":"3"}')),
+    "unknown kind": _lines((2, '{"k":"mystery","c":1,"t":5}')),
+    "manifest connection not a number": _lines(
+        (4, _MANIFEST.replace('"connections":{"1"', '"connections":{"a"'))
+    ),
+    "manifest subscriptions not a list": _lines(
+        (4, _MANIFEST.replace('"channels":{}', '"channels":{"1":{"subscriptions":3}}'))
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED))
+async def test_a_damaged_recording_is_a_recording_error(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "damaged.dxrec"
+    path.write_bytes(DAMAGED[damage])
+    with pytest.raises(RecordingError):
+        read_manifest(path)  # reads every record
+    with pytest.raises(RecordingError), Replay(path) as replay, trio.fail_after(10):
+        async with open_dxlink(replay.url, replay.token, connector=replay.connector()):
+            await replay.finished.wait()
+
+
+def test_a_frame_line_written_by_another_tool_is_still_a_frame(tmp_path: Path) -> None:
+    # re-serialised with spaces (json.dumps): not the fixed layout, read through JSON instead
+    path = tmp_path / "respaced.dxrec"
+    path.write_bytes(
+        _lines((2, '{"k": "in", "c": 1, "t": 5, "j": {"type": "KEEPALIVE", "channel": 0}}'))
+    )
+    frames = [r for r in iter_records(path) if r["k"] == "in"]
+    assert [orjson.loads(frame_of(r)) for r in frames] == [{"type": "KEEPALIVE", "channel": 0}]
+    assert read_manifest(path)["connections"]["1"]["url"] == "ws://127.0.0.1:1/"

@@ -130,8 +130,8 @@ async def _serve(args: argparse.Namespace) -> int:
     if not args.speed > 0:
         raise UsageError(f"--speed must be positive, got {args.speed}")
     if args.replay is not None:
-        for _header in iter_records(args.replay):  # a RecordingError now, not when a client
-            break  # subscribes
+        for _record in iter_records(args.replay):  # the whole file checked: a RecordingError
+            pass  # now, not when a client subscribes
     config = ServerConfig(
         token=args.token,
         simulate=args.replay is None and not args.no_simulate,

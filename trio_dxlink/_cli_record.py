@@ -118,7 +118,7 @@ async def _record(
 
 async def run_replay(args: argparse.Namespace) -> int:
     """``replay``: play the recording, print its events, stop at its end."""
-    if args.speed is not None and args.speed <= 0:
+    if args.speed is not None and not args.speed > 0:  # NaN too
         raise RecordUsageError("--speed must be positive")
     manifest = await trio.to_thread.run_sync(read_manifest, args.file)
     subscriptions = recorded_subscriptions(manifest)

@@ -244,10 +244,7 @@ class Recorder:
             await self._wakeup.wait()
             with trio.move_on_after(FLUSH_INTERVAL):
                 await self._batch_full.wait()
-            try:
-                await self._flush(sink)
-            except (OSError, UnicodeError) as exc:
-                raise RecordingError(f"cannot write recording {self.path!r}: {exc}") from exc
+            await self._flush(sink)
 
     async def _flush(self, sink: _Sink) -> None:
         """Write what is queued. The queued frames count against the buffer until written."""
@@ -350,6 +347,9 @@ class _Sink:
     """
 
     def __init__(self, path: str, compress: bool) -> None:
+        self._path = path
+        self.failed: RecordingError | None = None
+        """The error of the first write (or close) that failed."""
         try:
             self._raw: IO[bytes] = open(path, "wb", buffering=0)  # noqa: SIM115 - see close()
         except OSError as exc:
@@ -360,7 +360,7 @@ class _Sink:
         if compress:
             # the zstd writer ignores a short write's count: a buffered file writes it all
             self._buffered = io.BufferedWriter(self._raw, buffer_size=ZSTD_WRITE_SIZE)
-            compressor = _zstd().ZstdCompressor(level=ZSTD_LEVEL)
+            compressor = _zstd().ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
             self._zstd = compressor.stream_writer(self._buffered, closefd=False)
         self._written = 0
         """Bytes written to the file so far."""
@@ -372,12 +372,20 @@ class _Sink:
         self.write([orjson.dumps(record) + b"\n"])
 
     def write(self, pieces: list[bytes | str]) -> None:
-        if self._zstd is None:
-            self._written += write_text(self._fd, pieces)
-        else:
-            self._zstd.write(join_text(pieces))
-            self._written = self._zstd.tell()
+        try:
+            if self._zstd is None:
+                self._written += write_text(self._fd, pieces)
+            else:
+                self._zstd.write(join_text(pieces))
+                self._written = self._zstd.tell()
+        except (OSError, UnicodeError) as exc:
+            raise self._fail(exc) from exc
         self._release_written()
+
+    def _fail(self, exc: BaseException) -> RecordingError:
+        if self.failed is None:
+            self.failed = RecordingError(f"cannot write recording {self._path!r}: {exc}")
+        return self.failed
 
     def _release_written(self) -> None:
         self._batches += 1
@@ -391,13 +399,20 @@ class _Sink:
             self._advise = None
 
     def close(self) -> None:
+        """Write what the compressor holds and close the file. Raises :class:`RecordingError`
+        if that fails and nothing had failed before."""
+        failed = self.failed
         try:
-            if self._zstd is not None:
-                self._zstd.close()
-            if self._buffered is not None:
-                self._buffered.flush()
-        finally:
-            self._raw.close()
+            try:
+                if self._zstd is not None:
+                    self._zstd.close()
+                if self._buffered is not None:
+                    self._buffered.flush()
+            finally:
+                self._raw.close()
+        except OSError as exc:
+            if failed is None:
+                raise self._fail(exc) from exc
 
 
 def _is_unicode(text: str) -> bool:
@@ -476,9 +491,12 @@ async def open_recorder(
                     nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await recorder._flush(sink)
-            await trio.to_thread.run_sync(sink.write_line, recorder._manifest())
-            await trio.to_thread.run_sync(sink.close)
+            try:
+                if sink.failed is None:  # else the disk failed: the error is on its way out
+                    await recorder._flush(sink)
+                    await trio.to_thread.run_sync(sink.write_line, recorder._manifest())
+            finally:
+                await trio.to_thread.run_sync(sink.close)
         if recorder._dropped:
             log.warning(
                 "recording %s: %d frames dropped (the disk fell behind)",

@@ -127,37 +127,142 @@ def open_text(path: str | os.PathLike[str]) -> IO[str]:
     return io.TextIOWrapper(raw, encoding="utf-8")
 
 
+def _unreadable() -> tuple[type[BaseException], ...]:
+    """What reading a damaged file raises: undecodable UTF-8, a broken zstd stream, I/O."""
+    errors: tuple[type[BaseException], ...] = (UnicodeDecodeError, OSError)
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - depends on the environment
+        return errors
+    return (*errors, zstandard.ZstdError)
+
+
 def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every record of the recording at ``path``, in order, as dicts (see the module's
     docstring for their keys; a frame record has ``f`` or ``b``, however it was written). The
-    header is checked; a bad line is a :class:`RecordingError` naming its number."""
-    with open_text(path) as text:
-        for number, line in enumerate(text, 1):
-            if not line.strip():
-                continue
-            if number > 1 and (match := _FRAME_LINE.match(line)):
-                end = line.rstrip("\n")
-                if not end.endswith("}"):
-                    raise RecordingError(f"{os.fspath(path)}:{number}: a frame record cut short")
-                kind, conn, t = match.groups()
-                yield {"k": kind, "c": int(conn), "t": int(t), "f": end[match.end() : -1]}
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise RecordingError(f"{os.fspath(path)}:{number}: not JSON ({exc})") from exc
-            if not isinstance(record, dict) or "k" not in record:
-                raise RecordingError(f"{os.fspath(path)}:{number}: not a recording record")
-            if number == 1 and (
-                record.get("k") != "header"
+    header and each record's keys are checked: a damaged file is a :class:`RecordingError`
+    naming the line."""
+    name = os.fspath(path)
+    try:
+        with open_text(path) as text:
+            yield from _records(name, text)
+    except _unreadable() as exc:
+        raise RecordingError(f"{name}: not a readable recording ({exc})") from exc
+
+
+def _records(name: str, text: IO[str]) -> Iterator[dict[str, Any]]:
+    number = 0
+    for number, line in enumerate(text, 1):
+        if number > 1 and not line.strip():
+            continue
+        if number > 1 and (match := _FRAME_LINE.match(line)):
+            end = line.rstrip("\n")
+            if not end.endswith("}"):
+                raise RecordingError(f"{name}:{number}: a frame record cut short")
+            kind, conn, t = match.groups()
+            yield {
+                "k": kind,
+                "c": int(conn),
+                "t": _time(name, number, int(t)),
+                "f": end[match.end() : -1],
+            }
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if number == 1:
+                raise _not_a_recording(name) from exc
+            raise RecordingError(f"{name}:{number}: not JSON ({exc})") from exc
+        if number == 1:
+            if (
+                not isinstance(record, dict)
+                or record.get("k") != "header"
                 or record.get("format") != FORMAT
                 or record.get("version") not in READABLE_VERSIONS
             ):
-                raise RecordingError(
-                    f"{os.fspath(path)} is not a trio_dxlink recording (versions "
-                    f"{', '.join(map(str, READABLE_VERSIONS))})"
+                raise _not_a_recording(name)
+            _time(name, number, record.get("started_ns", 0))
+        else:
+            _check_record(name, number, record)
+        yield record
+    if number == 0:
+        raise _not_a_recording(name)
+
+
+def _not_a_recording(name: str) -> RecordingError:
+    versions = ", ".join(map(str, READABLE_VERSIONS))
+    return RecordingError(f"{name} is not a trio_dxlink recording (versions {versions})")
+
+
+_TIME_BOUND = 2**62
+"""Times (``t``, ``started_ns``) are integers of less than this magnitude, so that their sum
+is a 64-bit integer (Arrow's timestamps)."""
+
+
+def _time(name: str, number: int, t: object) -> int:
+    if not isinstance(t, int) or isinstance(t, bool) or not -_TIME_BOUND < t < _TIME_BOUND:
+        raise RecordingError(f"{name}:{number}: time {t!r} is not an integer of 62 bits")
+    return t
+
+
+def _check_record(name: str, number: int, record: Any) -> None:
+    """Raise :class:`RecordingError` unless ``record`` has the keys its kind needs, of the
+    right types (so readers can use them as they are). A ``j`` frame written in another layout
+    (re-serialised by another tool) becomes the ``f`` of its JSON text."""
+
+    def bad(what: str) -> RecordingError:
+        return RecordingError(f"{name}:{number}: {what}")
+
+    if not isinstance(record, dict) or not isinstance(record.get("k"), str):
+        raise bad("not a recording record")
+    kind = record["k"]
+    if kind == "manifest":
+        _check_manifest(record, bad)
+        _time(name, number, record.get("started_ns", 0))
+        return
+    if kind not in ("in", "out", "open", "close", "dropped"):
+        raise bad(f"unknown record kind {kind!r}")
+    conn = record.get("c")
+    if not isinstance(conn, int) or isinstance(conn, bool):
+        raise bad(f"connection {conn!r} is not an integer")
+    _time(name, number, record.get("t"))
+    if kind in ("in", "out"):
+        if "j" in record:
+            record["f"] = orjson.dumps(record.pop("j")).decode()
+        if isinstance(record.get("f"), str):
+            return
+        try:
+            base64.b64decode(record["b"], validate=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad("a frame record with no text (f, j) or base64 bytes (b)") from exc
+    elif kind == "open" and not isinstance(record.get("url"), str):
+        raise bad("an open record with no url")
+    elif kind == "dropped" and (
+        not isinstance(record.get("count"), int) or isinstance(record["count"], bool)
+    ):
+        raise bad("a dropped record with no count")
+
+
+def _check_manifest(record: dict[str, Any], bad: Any) -> None:
+    connections = record.get("connections", {})
+    if not isinstance(connections, dict):
+        raise bad("a manifest whose connections are not an object")
+    for conn, info in connections.items():
+        channels = info.get("channels", {}) if isinstance(info, dict) else None
+        if not conn.isdecimal() or not isinstance(channels, dict):
+            raise bad(f"a manifest with a malformed connection {conn!r}")
+        for channel, entry in channels.items():
+            if (
+                not channel.isdecimal()
+                or not isinstance(entry, dict)
+                or not isinstance(entry.get("event_fields", {}), dict)
+                or not isinstance(entry.get("subscriptions", []), list)
+                or not all(
+                    isinstance(item, dict) and isinstance(item.get("type"), str)
+                    for item in entry.get("subscriptions", [])
                 )
-            yield record
+            ):
+                raise bad(f"a manifest with a malformed channel {channel!r}")
 
 
 def frame_of(record: dict[str, Any]) -> str | bytes:
