@@ -52,7 +52,7 @@ import base64
 import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import orjson
@@ -243,7 +243,7 @@ def _check_record(name: str, number: int, record: Any) -> None:
         raise bad("a dropped record with no count")
 
 
-def _check_manifest(record: dict[str, Any], bad: Any) -> None:
+def _check_manifest(record: dict[str, Any], bad: Callable[[str], RecordingError]) -> None:
     connections = record.get("connections", {})
     if not isinstance(connections, dict):
         raise bad("a manifest whose connections are not an object")
