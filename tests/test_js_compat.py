@@ -20,10 +20,10 @@ import pytest
 import trio
 
 from trio_dxlink import Candle, EventFlag, Overflow, Quote, open_dxlink
-from trio_dxlink.events import index_from_time
 from trio_dxlink.testing import ServerConfig, open_dxlink_server
 
 from .conftest import NOW, pinned_market, start_serve, until
+from .fixtures.make_recordings import BAR, candle_bars
 from .test_serve_replay import full_quote
 
 JS = Path(__file__).parent / "js"
@@ -95,7 +95,6 @@ async def test_dxfeeds_javascript_dom_client_works_against_the_local_server() ->
     assert seen["time"] > 1_600_000_000_000
 
 
-BAR = 5 * 60 * 1000
 CANDLE = "AAPL{=5m}"
 FROM_TIME = (int(NOW * 1000) // BAR - 6) * BAR
 
@@ -104,18 +103,7 @@ async def _record_quotes_and_candles(path: Path) -> tuple[list[Quote], list[Cand
     """A session recorded with the library's client: SPY quotes, and CANDLE history from
     FROM_TIME (six bars published before the subscription, then a live update of the last one);
     the quotes and the history snapshot the client received."""
-    bars = [
-        Candle(
-            CANDLE,
-            time=t,
-            index=index_from_time(t),
-            open=100.0 + i,
-            high=101.0 + i,
-            low=99.0 + i,
-            close=100.5 + i,
-        )
-        for i, t in enumerate(range(FROM_TIME, FROM_TIME + 6 * BAR, BAR))
-    ]
+    bars = candle_bars(CANDLE, FROM_TIME)
     async with (
         open_dxlink_server(
             config=ServerConfig(simulate=False), market=pinned_market(), in_memory=True
